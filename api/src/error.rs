@@ -1,0 +1,97 @@
+//! The one API error type. Client errors carry a stable `code` and a safe message; `Internal`
+//! is logged with its whole chain and answered as an opaque 500, so no database or Redis text
+//! ever reaches a client. Every error body is `{"error": {"code", "message"}}`.
+
+use agentq_shared::schemas::FieldError;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    /// 422 with one entry per invalid field.
+    Validation(Vec<FieldError>),
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    pub fn unauthorized(message: &str) -> Self {
+        Self::client(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::client(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("{what} not found"),
+        )
+    }
+
+    pub fn client(status: StatusCode, code: &'static str, message: &str) -> Self {
+        Self::Client {
+            status,
+            code,
+            message: message.to_owned(),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            Self::Client {
+                status,
+                code,
+                message,
+            } => (status, json!({"error": {"code": code, "message": message}})),
+            Self::Validation(errors) => {
+                let message = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"error": {"code": "invalid_request", "message": message, "fields": errors}}),
+                )
+            }
+            Self::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": {"code": "internal", "message": "internal error; see the server log"}}),
+                )
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Maps axum's JSON rejections onto our error shape.
+pub fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let (status, code) = match &rejection {
+        JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+        JsonRejection::MissingJsonContentType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        }
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        }
+        _ => (rejection.status(), "bad_request"),
+    };
+    ApiError::client(status, code, &rejection.body_text())
+}

@@ -1,0 +1,14 @@
+use agentq_shared::config::{ApiConfig, Env};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = agentq_shared::telemetry::init("agentq-api", "info");
+    let config = match ApiConfig::from_env(&Env::process()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("agentq-api: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    agentq_api::serve(config).await
+}

@@ -1,0 +1,3 @@
+pub mod agents;
+pub mod health;
+pub mod tools;

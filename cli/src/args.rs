@@ -1,0 +1,70 @@
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agentq",
+    version,
+    about = "Run LLM agents as durable background jobs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Operator commands that talk to Postgres directly (DATABASE_URL).
+    #[command(subcommand)]
+    Admin(Admin),
+    /// Start an agent session.
+    Run {
+        /// The question or task for the agent.
+        question: String,
+        /// Model id (default: the server's AGENTQ_DEFAULT_MODEL).
+        #[arg(long)]
+        model: Option<String>,
+        /// Comma-separated tool names (default: every tool the server offers).
+        #[arg(long, value_delimiter = ',')]
+        tools: Option<Vec<String>>,
+        /// Most steps the agent may take (1 to 50, default 10).
+        #[arg(long)]
+        max_steps: Option<u32>,
+        /// Wait for the session to finish, printing each step.
+        #[arg(long)]
+        follow: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a session.
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a session.
+    Cancel { id: String },
+    /// List the tools the server offers.
+    Tools {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve agentq's local stand-in model (speaks the Anthropic Messages API; not Claude).
+    StandInLlm {
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Admin {
+    /// Apply database migrations.
+    Migrate,
+    /// Create an API key for an org (created if new); the key is the last line printed.
+    CreateKey {
+        #[arg(long)]
+        org: String,
+    },
+}

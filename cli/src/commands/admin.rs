@@ -1,0 +1,36 @@
+use agentq_shared::store;
+use anyhow::Context;
+
+use crate::args::Admin;
+
+fn database_url() -> anyhow::Result<String> {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .context("DATABASE_URL is not set; expected a Postgres URL such as postgres://postgres@127.0.0.1:5432/agentq")
+}
+
+pub async fn run(command: Admin) -> anyhow::Result<()> {
+    let pg = store::connect_postgres(&database_url()?).await?;
+    match command {
+        Admin::Migrate => {
+            store::migrate(&pg).await?;
+            println!("migrations applied");
+        }
+        Admin::CreateKey { org } => {
+            anyhow::ensure!(!org.trim().is_empty(), "--org must not be empty");
+            let (principal, key) = create_key(pg, &org).await?;
+            println!(
+                "created key {} for org {org} ({})",
+                principal.key_id, principal.org_id
+            );
+            println!("{key}");
+        }
+    }
+    Ok(())
+}
+
+async fn create_key(pg: sqlx::PgPool, org: &str) -> anyhow::Result<(store::Principal, String)> {
+    store::migrate(&pg).await?;
+    Ok(store::create_api_key(&pg, org).await?)
+}

@@ -1,0 +1,14 @@
+mod admin;
+mod client;
+mod render;
+
+use crate::args::{Cli, Command};
+
+/// Runs a command; the result is the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Admin(admin) => admin::run(admin).await.map(|()| 0),
+        Command::StandInLlm { listen } => crate::stand_in::serve(listen).await.map(|()| 0),
+        other => client::run(other).await,
+    }
+}

@@ -1,0 +1,8 @@
+//! `agentq`: the command-line client (run, get, cancel, tools) and admin tool (migrate,
+//! create-key), plus the local stand-in model used by the demo and the tests.
+
+pub mod args;
+pub mod commands;
+
+pub use commands::run;
+pub mod stand_in;

@@ -1,0 +1,14 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let _telemetry = agentq_shared::telemetry::init("agentq", "warn");
+    let cli = agentq_cli::args::Cli::parse();
+    match agentq_cli::commands::run(cli).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("agentq: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The HTTP contract: authentication, org isolation, validation and error shapes.
+
+use pretty_assertions::assert_eq;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::TestEnv;
+
+fn error(status: u16, body: &Value) -> (u16, String) {
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error code>")
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn keys_are_required_and_sessions_are_private_to_their_org() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    let alice = env.key("alice-corp").await;
+    let bob = env.key("bob-corp").await;
+    env.llm.script("marker-private", vec![]);
+    let id = env.run(&alice, "marker-private: secret", json!({})).await;
+
+    for (method, path) in [
+        (Method::GET, format!("/v1/agents/{id}")),
+        (Method::POST, format!("/v1/agents/{id}/cancel")),
+        (Method::GET, "/v1/tools".to_owned()),
+    ] {
+        let (status, body) = env.request(method.clone(), &path, None, None).await;
+        assert_eq!(
+            error(status, &body),
+            (401, "unauthorized".into()),
+            "{method} {path}"
+        );
+        let (status, body) = env
+            .request(method.clone(), &path, Some("aq_not_a_key"), None)
+            .await;
+        assert_eq!(
+            error(status, &body),
+            (401, "unauthorized".into()),
+            "{method} {path}"
+        );
+    }
+    let (status, body) = env
+        .request(
+            Method::POST,
+            "/v1/agents/run",
+            None,
+            Some(json!({"messages": [{"role": "user", "content": "x"}]})),
+        )
+        .await;
+    assert_eq!(error(status, &body), (401, "unauthorized".into()));
+
+    // Another org's session looks exactly like a missing one.
+    let missing = Uuid::now_v7();
+    for path in [
+        format!("/v1/agents/{id}"),
+        format!("/v1/agents/{missing}"),
+        "/v1/agents/not-a-uuid".into(),
+    ] {
+        let (status, body) = env.request(Method::GET, &path, Some(&bob), None).await;
+        assert_eq!(
+            (status, body.clone()),
+            (
+                404,
+                json!({"error": {"code": "not_found", "message": "session not found"}})
+            )
+        );
+    }
+    let (status, body) = env
+        .request(
+            Method::POST,
+            &format!("/v1/agents/{id}/cancel"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(error(status, &body), (404, "not_found".into()));
+
+    let (status, body) = env
+        .request(Method::GET, &format!("/v1/agents/{id}"), Some(&alice), None)
+        .await;
+    assert_eq!((status, body["status"].clone()), (200, json!("pending")));
+
+    let (status, body) = env
+        .request(Method::GET, "/v1/tools", Some(&bob), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["tools"][0]["name"], json!("echo"));
+    assert_eq!(body["tools"][0]["idempotent"], json!(true));
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_naming_the_field() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    let key = env.key("acme").await;
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (
+            json!({"messages": []}),
+            "messages: must contain at least one message",
+        ),
+        (
+            json!({"messages": [{"role": "wizard", "content": "hi"}]}),
+            "messages[0].role: unknown role \"wizard\"",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": ""}]}),
+            "messages[0].content: must not be empty",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),
+            "messages[1].role: expected \"assistant\"",
+        ),
+        (
+            json!({"messages": user, "max_steps": 0}),
+            "max_steps: must be between 1 and 50, got 0",
+        ),
+        (
+            json!({"messages": user, "max_steps": 51}),
+            "max_steps: must be between 1 and 50, got 51",
+        ),
+        (
+            json!({"messages": user, "tools": ["echo", "rm_rf"]}),
+            "tools[1]: unknown tool \"rm_rf\"",
+        ),
+        (
+            json!({"messages": user, "model": ""}),
+            "model: must be a non-empty model name",
+        ),
+        (
+            json!({"messages": user, "max_steps": "ten"}),
+            "max_steps: invalid type",
+        ),
+        (
+            json!({"messages": user, "max_step": 3}),
+            "unknown field `max_step`",
+        ),
+        (
+            json!({"messages": [{"role": "user"}]}),
+            "missing field `content`",
+        ),
+        (json!({}), "missing field `messages`"),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = env
+            .request(
+                Method::POST,
+                "/v1/agents/run",
+                Some(&key),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            error(status, &answer),
+            (422, "invalid_request".into()),
+            "{body}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(expected),
+            "{body}: {message:?} lacks {expected:?}"
+        );
+    }
+
+    let url = format!("{}/v1/agents/run", env.api_url);
+    let send = |body: String, content_type: Option<&str>| {
+        let mut request = env.http.post(&url).bearer_auth(&key).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = send("{\"messages\": [".into(), Some("application/json")).await;
+    assert_eq!(error(status, &body), (400, "malformed_json".into()));
+    let (status, body) = send("{}".into(), None).await;
+    assert_eq!(error(status, &body), (415, "unsupported_media_type".into()));
+    let huge = format!(
+        "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+        "x".repeat(2 << 20)
+    );
+    let (status, body) = send(huge, Some("application/json")).await;
+    assert_eq!(error(status, &body), (413, "payload_too_large".into()));
+
+    let (status, body) = env
+        .request(Method::GET, "/v1/nothing-here", Some(&key), None)
+        .await;
+    assert_eq!(error(status, &body), (404, "not_found".into()));
+    let (status, body) = env
+        .request(Method::DELETE, "/v1/agents/run", Some(&key), None)
+        .await;
+    assert_eq!(error(status, &body), (405, "method_not_allowed".into()));
+
+    // Nothing invalid was stored.
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&env.pg)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 0);
+}
+
+#[tokio::test]
+async fn run_answers_202_with_a_poll_url() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    let key = env.key("acme").await;
+    let (status, body) = env
+        .request(
+            Method::POST,
+            "/v1/agents/run",
+            Some(&key),
+            Some(json!({"messages": [{"role": "user", "content": "hi"}], "model": "claude-haiku-4-5"})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let id = body["session_id"].as_str().unwrap();
+    assert_eq!(
+        body,
+        json!({"session_id": id, "status": "pending", "poll_url": format!("/v1/agents/{id}")})
+    );
+    let session = env.session(&key, id.parse().unwrap()).await;
+    assert_eq!(session.model, "claude-haiku-4-5");
+}

@@ -1,0 +1,131 @@
+//! The `agentq` command line and the processes' configuration errors.
+
+use std::process::Stdio;
+
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+
+use crate::harness::TestEnv;
+
+#[tokio::test]
+async fn create_key_then_run_and_follow_a_session() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    env.start_worker();
+
+    let output = env
+        .command("agentq")
+        .args(["admin", "create-key", "--org", "cli-org"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().to_owned();
+    assert!(key.starts_with("aq_") && key.len() > 40, "{stdout}");
+
+    // No script for this question: the stand-in behaviour calls echo, then answers.
+    let output = env
+        .command("agentq")
+        .env("AGENTQ_API_KEY", &key)
+        .args([
+            "run",
+            "What does echo say?",
+            "--tools",
+            "echo",
+            "--follow",
+            "--json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let session: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(session["status"], "completed");
+    assert_eq!(session["steps"][0]["action"]["tool"], "echo");
+    let answer = session["final_answer"].as_str().unwrap();
+    assert!(
+        answer.starts_with("[agentq stand-in model, not Claude]"),
+        "{answer}"
+    );
+
+    let output = env
+        .command("agentq")
+        .env("AGENTQ_API_KEY", &key)
+        .args(["get", session["session_id"].as_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("final answer: [agentq stand-in model"),
+        "{text}"
+    );
+    assert!(text.contains("completed: 2 steps, 2 LLM calls"), "{text}");
+
+    let output = env
+        .command("agentq")
+        .args(["tools"])
+        .env_remove("AGENTQ_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("AGENTQ_API_KEY is not set"));
+}
+
+#[tokio::test]
+async fn missing_or_malformed_configuration_names_the_variable() {
+    let env = TestEnv::new().await;
+    let cases = [
+        (
+            "agentq-api",
+            "DATABASE_URL",
+            None,
+            "DATABASE_URL is not set",
+        ),
+        (
+            "agentq-api",
+            "REDIS_URL",
+            Some("localhost:6379"),
+            "REDIS_URL=\"localhost:6379\" is malformed",
+        ),
+        (
+            "agentq-api",
+            "AGENTQ_LISTEN",
+            Some("8080"),
+            "AGENTQ_LISTEN=\"8080\" is malformed",
+        ),
+        (
+            "agentq-worker",
+            "ANTHROPIC_API_KEY",
+            None,
+            "ANTHROPIC_API_KEY is not set",
+        ),
+        (
+            "agentq-worker",
+            "ANTHROPIC_BASE_URL",
+            Some("ftp://x"),
+            "ANTHROPIC_BASE_URL=\"ftp://x\" is malformed",
+        ),
+    ];
+    for (binary, var, value, expected) in cases {
+        let mut command = env.command(binary);
+        match value {
+            Some(value) => command.env(var, value),
+            None => command.env_remove(var),
+        };
+        let output = command.stdout(Stdio::null()).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{binary} {var}: {stderr}");
+        assert!(stderr.contains(expected), "{binary} {var}: {stderr}");
+    }
+}

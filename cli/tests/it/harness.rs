@@ -1,0 +1,319 @@
+//! Per-test environment: a fresh database and Redis prefix, the fake LLM in-process, and the real
+//! binaries as child processes (killed when the test ends).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use agentq_cli::stand_in::FakeLlm;
+use agentq_shared::schemas::{AgentSession, SessionStatus};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A binary of this workspace, next to the `agentq` binary cargo built for this test.
+pub fn binary(name: &str) -> PathBuf {
+    let cli = PathBuf::from(env!("CARGO_BIN_EXE_agentq"));
+    let path = cli.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` \
+         (deploy/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+pub struct TestEnv {
+    pub llm: FakeLlm,
+    database: String,
+    pub redis_prefix: String,
+    pub api_url: String,
+    pub http: reqwest::Client,
+    pub pg: sqlx::PgPool,
+    env: Vec<(String, String)>,
+    children: Vec<Child>,
+}
+
+impl TestEnv {
+    /// A fresh database and Redis prefix and a running fake LLM; no agentq process yet.
+    pub async fn new() -> Self {
+        let admin_url = admin_database_url();
+        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!(
+                "Postgres is not reachable at {admin_url} ({e}). Start it with \
+                 deploy/ensure-services.sh, or set DATABASE_URL to a server where user can CREATE DATABASE"
+            )
+        });
+        let database = format!("agentq_test_{}", Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database: {e}"));
+        admin.close().await;
+        let mut database_url = url::Url::parse(&admin_url).expect("DATABASE_URL is a URL");
+        database_url.set_path(&database);
+        let database_url = database_url.to_string();
+
+        let redis = redis::Client::open(redis_url()).expect("REDIS_URL is a Redis URL");
+        let mut conn = redis
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "Redis is not reachable at {} ({e}). Start it with deploy/ensure-services.sh",
+                    redis_url()
+                )
+            });
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("Redis answers PING");
+
+        let llm = FakeLlm::new();
+        let llm_addr = llm.spawn().await.expect("fake LLM starts");
+        let redis_prefix = format!("agentq-test-{}", Uuid::new_v4().simple());
+        let api_url = format!("http://127.0.0.1:{}", free_port());
+        let env = vec![
+            ("DATABASE_URL".into(), database_url.clone()),
+            ("REDIS_URL".into(), redis_url()),
+            ("AGENTQ_REDIS_PREFIX".into(), redis_prefix.clone()),
+            (
+                "AGENTQ_LISTEN".into(),
+                api_url.trim_start_matches("http://").into(),
+            ),
+            ("AGENTQ_URL".into(), api_url.clone()),
+            ("ANTHROPIC_API_KEY".into(), "test-key".into()),
+            ("ANTHROPIC_BASE_URL".into(), format!("http://{llm_addr}")),
+            ("AGENTQ_TEST_TOOLS".into(), "true".into()),
+            ("AGENTQ_LLM_ATTEMPTS".into(), "1".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        let pg = agentq_shared::store::connect_postgres(&database_url)
+            .await
+            .expect("test database");
+        agentq_shared::store::migrate(&pg)
+            .await
+            .expect("migrations apply");
+        Self {
+            llm,
+            database,
+            redis_prefix,
+            api_url,
+            http: reqwest::Client::new(),
+            pg,
+            env,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn command(&self, binary_name: &str) -> Command {
+        let mut command = Command::new(binary(binary_name));
+        command.env_clear();
+        command.env("PATH", std::env::var("PATH").unwrap_or_default());
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command.kill_on_drop(true);
+        command
+    }
+
+    fn spawn(&mut self, binary_name: &str) {
+        let log = std::env::temp_dir().join(format!(
+            "{}-{binary_name}-{}.log",
+            self.redis_prefix,
+            self.children.len()
+        ));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = self
+            .command(binary_name)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary_name}: {e}"));
+        self.children.push(child);
+    }
+
+    pub async fn start_api(&mut self) {
+        self.spawn("agentq-api");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let health = self
+                .http
+                .get(format!("{}/healthz", self.api_url))
+                .send()
+                .await;
+            if health.is_ok_and(|response| response.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agentq-api did not answer /healthz within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn start_worker(&mut self) {
+        self.spawn("agentq-worker");
+    }
+
+    /// A new API key for `org` (created if new).
+    pub async fn key(&self, org: &str) -> String {
+        agentq_shared::store::create_api_key(&self.pg, org)
+            .await
+            .expect("create key")
+            .1
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.api_url));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Starts a session with one user message; returns its id.
+    pub async fn run(&self, key: &str, question: &str, extra: Value) -> Uuid {
+        let mut body = serde_json::json!({"messages": [{"role": "user", "content": question}]});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let (status, created) = self
+            .request(
+                reqwest::Method::POST,
+                "/v1/agents/run",
+                Some(key),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 202, "run answered {created}");
+        created["session_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("session id")
+    }
+
+    pub async fn session(&self, key: &str, id: Uuid) -> AgentSession {
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1/agents/{id}"),
+                Some(key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "get answered {body}");
+        serde_json::from_value(body).expect("session JSON")
+    }
+
+    /// Polls until `done` holds for the session.
+    pub async fn wait_until(
+        &self,
+        key: &str,
+        id: Uuid,
+        what: &str,
+        done: impl Fn(&AgentSession) -> bool,
+    ) -> AgentSession {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let session = self.session(key, id).await;
+            if done(&session) {
+                return session;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session never became {what}: {session:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_finished(&self, key: &str, id: Uuid) -> AgentSession {
+        self.wait_until(key, id, "finished", |s| s.status.is_terminal())
+            .await
+    }
+
+    pub async fn wait_status(&self, key: &str, id: Uuid, status: SessionStatus) -> AgentSession {
+        let session = self.wait_finished(key, id).await;
+        assert_eq!(session.status, status, "{session:#?}");
+        session
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis")
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.start_kill();
+        }
+        // Best effort: drop the database and the Redis keys of this test.
+        let admin_url = admin_database_url();
+        let database = self.database.clone();
+        let prefix = self.redis_prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: redis::RedisResult<()> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `agentq-api`, `agentq-worker` and `agentq` binaries against real
+//! Postgres and Redis, with the project's fake Messages API server standing in for Claude.
+//! One test binary for the whole suite keeps link times down.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod cli;
+mod harness;
+mod sessions;

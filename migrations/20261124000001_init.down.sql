@@ -1,0 +1,5 @@
+DROP TABLE llm_calls;
+DROP TABLE steps;
+DROP TABLE sessions;
+DROP TABLE api_keys;
+DROP TABLE orgs;

@@ -1,0 +1,288 @@
+//! Configuration from the environment. A missing or malformed value stops the process with a
+//! message naming the variable and the form it expects; every optional knob has a default that
+//! works on a developer machine (see `.env.example`).
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is not set; expected {expected}")]
+    Missing {
+        var: &'static str,
+        expected: &'static str,
+    },
+    #[error("{var}={value:?} is malformed; expected {expected}")]
+    Malformed {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// Reads variables through a lookup function so tests don't touch the process environment.
+pub struct Env<F>(F);
+
+impl Env<fn(&str) -> Option<String>> {
+    pub fn process() -> Self {
+        Env(|name| std::env::var(name).ok())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    pub fn from_fn(f: F) -> Self {
+        Env(f)
+    }
+
+    fn raw(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, var: &'static str, expected: &'static str) -> Result<String, ConfigError> {
+        self.raw(var).ok_or(ConfigError::Missing { var, expected })
+    }
+
+    fn parsed<T: FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(value) => value.trim().parse().map_err(|_| ConfigError::Malformed {
+                var,
+                value,
+                expected,
+            }),
+        }
+    }
+
+    fn url(
+        &self,
+        var: &'static str,
+        value: String,
+        schemes: &[&str],
+        expected: &'static str,
+    ) -> Result<String, ConfigError> {
+        match url::Url::parse(&value) {
+            Ok(url) if schemes.contains(&url.scheme()) => Ok(value),
+            _ => Err(ConfigError::Malformed {
+                var,
+                value,
+                expected,
+            }),
+        }
+    }
+
+    fn millis(&self, var: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
+        self.parsed(var, default_ms, "a whole number of milliseconds")
+            .map(Duration::from_millis)
+    }
+
+    fn secs(&self, var: &'static str, default_s: u64) -> Result<Duration, ConfigError> {
+        self.parsed(var, default_s, "a whole number of seconds")
+            .map(Duration::from_secs)
+    }
+}
+
+/// What every process that touches state needs.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub database_url: String,
+    pub redis_url: String,
+    /// Prefix of every Redis key (snapshots, flags, the queue), so deployments can share a Redis.
+    pub redis_prefix: String,
+    pub snapshot_ttl: Duration,
+}
+
+impl StoreConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let database_url = env.required(
+            "DATABASE_URL",
+            "a Postgres URL such as postgres://postgres@127.0.0.1:5432/agentq",
+        )?;
+        let database_url = env.url(
+            "DATABASE_URL",
+            database_url,
+            &["postgres", "postgresql"],
+            "a Postgres URL such as postgres://postgres@127.0.0.1:5432/agentq",
+        )?;
+        let redis_url = env.required("REDIS_URL", "a Redis URL such as redis://127.0.0.1:6379")?;
+        let redis_url = env.url(
+            "REDIS_URL",
+            redis_url,
+            &["redis", "rediss", "unix", "redis+unix"],
+            "a Redis URL such as redis://127.0.0.1:6379",
+        )?;
+        let redis_prefix = env
+            .raw("AGENTQ_REDIS_PREFIX")
+            .unwrap_or_else(|| "agentq".into());
+        Ok(Self {
+            database_url,
+            redis_url,
+            redis_prefix,
+            snapshot_ttl: env.secs("AGENTQ_SNAPSHOT_TTL_SECS", 3600)?,
+        })
+    }
+}
+
+/// Which tools this deployment offers.
+#[derive(Debug, Clone, Default)]
+pub struct ToolSettings {
+    /// Turns on the test-only `echo` tool (`AGENTQ_TEST_TOOLS=true`).
+    pub test_tools: bool,
+}
+
+impl ToolSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            test_tools: env.parsed("AGENTQ_TEST_TOOLS", false, "true or false")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub store: StoreConfig,
+    pub tools: ToolSettings,
+    pub listen: SocketAddr,
+    pub default_model: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl ApiConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            store: StoreConfig::from_env(env)?,
+            tools: ToolSettings::from_env(env)?,
+            listen: env.parsed(
+                "AGENTQ_LISTEN",
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+                "an address and port such as 127.0.0.1:8080",
+            )?,
+            default_model: default_model(env),
+            max_body_bytes: env.parsed("AGENTQ_MAX_BODY_BYTES", 1 << 20, "a number of bytes")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    pub api_key: String,
+    pub base_url: String,
+    pub default_model: String,
+    /// `max_tokens` sent with every Messages API call.
+    pub max_tokens: u32,
+    pub timeout: Duration,
+    /// Attempts per LLM call for transient failures (429, 5xx, 529, timeouts).
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub store: StoreConfig,
+    pub tools: ToolSettings,
+    pub llm: LlmConfig,
+    /// How often an idle worker asks Redis for jobs (FIELD_NOTES: the default heartbeat-only
+    /// polling leaves jobs waiting ~30 s).
+    pub poll_interval: Duration,
+    /// Jobs fetched per poll; each runs on its own task.
+    pub concurrency: usize,
+}
+
+impl WorkerConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let base_url = env
+            .raw("ANTHROPIC_BASE_URL")
+            .unwrap_or_else(|| "https://api.anthropic.com".into());
+        let base_url = env.url(
+            "ANTHROPIC_BASE_URL",
+            base_url,
+            &["http", "https"],
+            "an http(s) URL such as https://api.anthropic.com",
+        )?;
+        Ok(Self {
+            store: StoreConfig::from_env(env)?,
+            tools: ToolSettings::from_env(env)?,
+            llm: LlmConfig {
+                api_key: env.required(
+                    "ANTHROPIC_API_KEY",
+                    "an Anthropic API key (deploy/demo.sh runs a local stand-in model without one)",
+                )?,
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                default_model: default_model(env),
+                max_tokens: env.parsed("AGENTQ_LLM_MAX_TOKENS", 4096, "a number of tokens")?,
+                timeout: env.secs("AGENTQ_LLM_TIMEOUT_SECS", 120)?,
+                attempts: env.parsed("AGENTQ_LLM_ATTEMPTS", 3, "a number of attempts")?,
+            },
+            poll_interval: env.millis("AGENTQ_POLL_INTERVAL_MS", 100)?,
+            concurrency: env.parsed("AGENTQ_WORKER_CONCURRENCY", 8, "a number of jobs")?,
+        })
+    }
+}
+
+fn default_model<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> String {
+    env.raw("AGENTQ_DEFAULT_MODEL")
+        .unwrap_or_else(|| "claude-sonnet-4-5".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env::from_fn(move |k| map.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1/agentq"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("ANTHROPIC_API_KEY", "sk-test"),
+    ];
+
+    #[test]
+    fn defaults_work() {
+        let config = WorkerConfig::from_env(&env(&BASE)).unwrap();
+        assert_eq!(config.llm.base_url, "https://api.anthropic.com");
+        assert_eq!(config.llm.default_model, "claude-sonnet-4-5");
+        assert_eq!(config.store.redis_prefix, "agentq");
+        let api = ApiConfig::from_env(&env(&BASE)).unwrap();
+        assert_eq!(api.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let missing = WorkerConfig::from_env(&env(&BASE[..2]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with("ANTHROPIC_API_KEY is not set"),
+            "{missing}"
+        );
+        let mut bad = BASE.to_vec();
+        bad.push(("AGENTQ_LISTEN", "localhost"));
+        let malformed = ApiConfig::from_env(&env(&bad)).unwrap_err().to_string();
+        assert!(
+            malformed.starts_with("AGENTQ_LISTEN=\"localhost\" is malformed"),
+            "{malformed}"
+        );
+        let wrong_scheme = StoreConfig::from_env(&env(&[
+            ("DATABASE_URL", "mysql://x"),
+            ("REDIS_URL", "redis://x"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            wrong_scheme.starts_with("DATABASE_URL=\"mysql://x\""),
+            "{wrong_scheme}"
+        );
+    }
+}

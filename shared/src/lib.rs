@@ -1,0 +1,10 @@
+//! What the API, the workers and the CLI share: schemas, configuration, the store (Postgres truth,
+//! Redis snapshot), the queue contract, the tool base and the pricing table.
+
+pub mod config;
+pub mod pricing;
+pub mod queue;
+pub mod schemas;
+pub mod store;
+pub mod telemetry;
+pub mod tools;

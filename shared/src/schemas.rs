@@ -1,0 +1,409 @@
+//! The public data model: what clients send and what they read back.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const DEFAULT_MAX_STEPS: u32 = 10;
+pub const MAX_STEPS_LIMIT: u32 = 50;
+const MAX_MODEL_NAME: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Pending,
+    Running,
+    AwaitingApproval,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl SessionStatus {
+    pub const TERMINAL: [SessionStatus; 3] = [Self::Completed, Self::Failed, Self::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Running,
+            Self::AwaitingApproval,
+            Self::Completed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        Self::TERMINAL.contains(&self)
+    }
+}
+
+impl std::fmt::Display for SessionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tool the model chose to call, with the arguments it gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub tool: String,
+    pub args: serde_json::Value,
+}
+
+/// Tokens of one LLM call or a sum of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStep {
+    pub index: u32,
+    pub thought: Option<String>,
+    pub action: Option<ToolCall>,
+    /// The tool's `ToolResult`, as JSON, once the tool has run.
+    pub observation: Option<serde_json::Value>,
+    pub is_final: bool,
+    pub final_answer: Option<String>,
+    /// Tokens of every LLM call made for this step (retries included).
+    pub usage: Usage,
+    /// `None` when a call used a model without a known price.
+    pub cost_usd: Option<Decimal>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub steps: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    /// Sum of the cost ledger; `None` if any call has no known price.
+    pub cost_usd: Option<Decimal>,
+    pub llm_calls: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSession {
+    pub session_id: Uuid,
+    pub org_id: Uuid,
+    pub status: SessionStatus,
+    pub model: String,
+    pub cancel_requested: bool,
+    pub steps: Vec<AgentStep>,
+    pub final_answer: Option<String>,
+    pub error: Option<SessionError>,
+    pub totals: Totals,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Monotonic change counter; a snapshot never replaces a newer one.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    /// The role, once the request has been validated.
+    pub fn role(&self) -> Role {
+        match self.role.as_str() {
+            "system" => Role::System,
+            "assistant" => Role::Assistant,
+            _ => Role::User,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRunRequest {
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Tool names the agent may use; omitted means every tool this deployment offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRunResponse {
+    pub session_id: Uuid,
+    pub status: SessionStatus,
+    pub poll_url: String,
+}
+
+/// One problem with a request, naming the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A request after validation, with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidatedRun {
+    pub messages: Vec<Message>,
+    pub model: String,
+    pub tools: Vec<String>,
+    pub max_steps: u32,
+}
+
+impl AgentRunRequest {
+    /// Checks the request against the tools this deployment offers; every problem is reported.
+    pub fn validate(
+        self,
+        available_tools: &[String],
+        default_model: &str,
+    ) -> Result<ValidatedRun, Vec<FieldError>> {
+        let mut errors = validate_messages(&self.messages);
+        let model = match self.model {
+            None => default_model.to_owned(),
+            Some(model) if model.trim().is_empty() || model.len() > MAX_MODEL_NAME => {
+                errors.push(FieldError::new(
+                    "model",
+                    format!(
+                        "must be a non-empty model name of at most {MAX_MODEL_NAME} characters"
+                    ),
+                ));
+                model
+            }
+            Some(model) => model,
+        };
+        let max_steps = self.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
+        if !(1..=MAX_STEPS_LIMIT).contains(&max_steps) {
+            errors.push(FieldError::new(
+                "max_steps",
+                format!("must be between 1 and {MAX_STEPS_LIMIT}, got {max_steps}"),
+            ));
+        }
+        let tools = self.tools.unwrap_or_else(|| available_tools.to_vec());
+        for (i, tool) in tools.iter().enumerate() {
+            if !available_tools.contains(tool) {
+                errors.push(FieldError::new(
+                    format!("tools[{i}]"),
+                    format!(
+                        "unknown tool {tool:?}; available: [{}]",
+                        available_tools.join(", ")
+                    ),
+                ));
+            } else if tools[..i].contains(tool) {
+                errors.push(FieldError::new(
+                    format!("tools[{i}]"),
+                    format!("{tool:?} is listed twice"),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(ValidatedRun {
+                messages: self.messages,
+                model,
+                tools,
+                max_steps,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// System messages may only open the conversation; then user and assistant alternate, starting
+/// and ending with the user.
+fn validate_messages(messages: &[Message]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if messages.is_empty() {
+        errors.push(FieldError::new(
+            "messages",
+            "must contain at least one message",
+        ));
+        return errors;
+    }
+    let mut previous: Option<&str> = None;
+    for (i, message) in messages.iter().enumerate() {
+        let field = format!("messages[{i}]");
+        let role = message.role.as_str();
+        match role {
+            "system" if previous.is_some_and(|p| p != "system") => errors.push(FieldError::new(
+                format!("{field}.role"),
+                "system messages are only allowed at the start",
+            )),
+            "system" => {}
+            "user" | "assistant" => {
+                let expected = match previous {
+                    None | Some("system") => "user",
+                    Some("user") => "assistant",
+                    Some(_) => "user",
+                };
+                if role != expected {
+                    errors.push(FieldError::new(
+                        format!("{field}.role"),
+                        format!(
+                            "expected {expected:?}: roles must alternate, starting with \"user\""
+                        ),
+                    ));
+                }
+            }
+            other => errors.push(FieldError::new(
+                format!("{field}.role"),
+                format!("unknown role {other:?}; expected \"system\", \"user\" or \"assistant\""),
+            )),
+        }
+        if message.content.trim().is_empty() {
+            errors.push(FieldError::new(
+                format!("{field}.content"),
+                "must not be empty",
+            ));
+        }
+        previous = Some(role);
+    }
+    if errors.is_empty() && previous != Some("user") {
+        errors.push(FieldError::new(
+            format!("messages[{}].role", messages.len() - 1),
+            "the last message must come from the user",
+        ));
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    fn run(messages: Vec<Message>) -> AgentRunRequest {
+        AgentRunRequest {
+            messages,
+            model: None,
+            tools: None,
+            max_steps: None,
+        }
+    }
+
+    fn fields(request: AgentRunRequest) -> Vec<String> {
+        match request.validate(&["echo".into()], "m") {
+            Ok(_) => vec![],
+            Err(errors) => errors.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let valid = run(vec![msg("system", "be brief"), msg("user", "hi")])
+            .validate(&["echo".into()], "claude-sonnet-4-5")
+            .unwrap();
+        assert_eq!(valid.model, "claude-sonnet-4-5");
+        assert_eq!(valid.tools, vec!["echo".to_string()]);
+        assert_eq!(valid.max_steps, DEFAULT_MAX_STEPS);
+    }
+
+    #[test]
+    fn each_problem_names_its_field() {
+        assert_eq!(fields(run(vec![])), vec!["messages"]);
+        assert_eq!(
+            fields(run(vec![msg("robot", "hi")])),
+            vec!["messages[0].role"]
+        );
+        assert_eq!(
+            fields(run(vec![msg("user", " ")])),
+            vec!["messages[0].content"]
+        );
+        assert_eq!(
+            fields(run(vec![msg("user", "a"), msg("user", "b")])),
+            vec!["messages[1].role"]
+        );
+        assert_eq!(
+            fields(run(vec![msg("assistant", "a")])),
+            vec!["messages[0].role"]
+        );
+        assert_eq!(
+            fields(run(vec![msg("user", "a"), msg("assistant", "b")])),
+            vec!["messages[1].role"]
+        );
+        let mut bad = run(vec![msg("user", "a")]);
+        bad.max_steps = Some(0);
+        bad.tools = Some(vec!["echo".into(), "rm_rf".into()]);
+        assert_eq!(fields(bad), vec!["max_steps", "tools[1]"]);
+        let mut too_many = run(vec![msg("user", "a")]);
+        too_many.max_steps = Some(51);
+        assert_eq!(fields(too_many), vec!["max_steps"]);
+    }
+
+    #[test]
+    fn status_round_trips_through_its_name() {
+        for status in [
+            SessionStatus::Pending,
+            SessionStatus::Running,
+            SessionStatus::AwaitingApproval,
+            SessionStatus::Completed,
+            SessionStatus::Failed,
+            SessionStatus::Cancelled,
+        ] {
+            assert_eq!(SessionStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json, serde_json::json!(status.as_str()));
+        }
+    }
+}

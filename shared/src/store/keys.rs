@@ -1,0 +1,61 @@
+//! Orgs and API keys. A key is shown once, when created; only its SHA-256 is stored.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Store;
+
+const KEY_PREFIX: &str = "aq_";
+
+/// Who is calling: the org that owns the key, and the key itself (for audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub org_id: Uuid,
+    pub key_id: Uuid,
+}
+
+fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Creates the org if it doesn't exist and a new key for it; returns the key in clear.
+#[tracing::instrument(skip_all, fields(org = %org_name))]
+pub async fn create_api_key(pg: &PgPool, org_name: &str) -> sqlx::Result<(Principal, String)> {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
+    let mut tx = pg.begin().await?;
+    let org_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO orgs (id, name) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org_name)
+    .fetch_one(&mut *tx)
+    .await?;
+    let key_id = Uuid::now_v7();
+    sqlx::query("INSERT INTO api_keys (id, org_id, key_hash, key_prefix) VALUES ($1, $2, $3, $4)")
+        .bind(key_id)
+        .bind(org_id)
+        .bind(hash_key(&key))
+        .bind(&key[..KEY_PREFIX.len() + 6])
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((Principal { org_id, key_id }, key))
+}
+
+impl Store {
+    /// The owner of a key that exists and is not revoked.
+    pub async fn authenticate(&self, key: &str) -> sqlx::Result<Option<Principal>> {
+        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT org_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash_key(key))
+        .fetch_optional(&self.pg)
+        .await?;
+        Ok(row.map(|(org_id, key_id)| Principal { org_id, key_id }))
+    }
+}

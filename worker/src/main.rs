@@ -1,0 +1,14 @@
+use agentq_shared::config::{Env, WorkerConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = agentq_shared::telemetry::init("agentq-worker", "info");
+    let config = match WorkerConfig::from_env(&Env::process()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("agentq-worker: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    agentq_worker::run(config).await
+}

@@ -1,0 +1,34 @@
+//! Tool implementations, registered against the catalog of definitions in `agentq_shared::tools`.
+
+mod echo;
+
+use std::sync::Arc;
+
+use agentq_shared::config::ToolSettings;
+use agentq_shared::tools::{ECHO, ToolRegistry, builtin_definitions};
+
+/// The registry of every tool this deployment offers.
+pub fn registry(settings: &ToolSettings) -> anyhow::Result<ToolRegistry> {
+    let mut registry = ToolRegistry::new();
+    for definition in builtin_definitions(settings) {
+        let tool = match definition.name.as_str() {
+            ECHO => Arc::new(echo::Echo),
+            other => anyhow::bail!("tool {other:?} is in the catalog but has no implementation"),
+        };
+        registry.register(tool)?;
+    }
+    Ok(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalog_tool_has_a_matching_implementation() {
+        let settings = ToolSettings { test_tools: true };
+        let registry = registry(&settings).unwrap();
+        let registered: Vec<_> = registry.list().into_iter().cloned().collect();
+        assert_eq!(registered, builtin_definitions(&settings));
+    }
+}
