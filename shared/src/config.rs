@@ -128,17 +128,76 @@ impl StoreConfig {
     }
 }
 
-/// Which tools this deployment offers.
+/// Which tools this deployment offers, and their limits.
 #[derive(Debug, Clone, Default)]
 pub struct ToolSettings {
     /// Turns on the test-only `echo` tool (`AGENTQ_TEST_TOOLS=true`).
     pub test_tools: bool,
+    pub web_fetch: WebFetchSettings,
 }
 
 impl ToolSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(Self {
             test_tools: env.parsed("AGENTQ_TEST_TOOLS", false, "true or false")?,
+            web_fetch: WebFetchSettings::from_env(env)?,
+        })
+    }
+}
+
+/// Limits of `web_fetch`. Entries of `allow`/`deny` are CIDRs (`10.0.0.0/8`, `::1/128`), single
+/// addresses, or host names (`intranet.example`, `*.corp.example`); the tool parses them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebFetchSettings {
+    pub timeout: Duration,
+    /// Body bytes kept, counted after decompression; reading stops there.
+    pub max_body_bytes: usize,
+    pub max_redirects: usize,
+    /// `AGENTQ_WEB_FETCH_ALLOW`: private targets opened on purpose.
+    pub allow: Vec<String>,
+    /// `AGENTQ_WEB_FETCH_DENY`: more targets closed.
+    pub deny: Vec<String>,
+}
+
+impl Default for WebFetchSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 50 * 1024,
+            max_redirects: 5,
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+impl WebFetchSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let list = |var| {
+            env.raw(var)
+                .map(|v| {
+                    v.split(',')
+                        .map(|e| e.trim().to_owned())
+                        .filter(|e| !e.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(Self {
+            timeout: env.secs("AGENTQ_WEB_FETCH_TIMEOUT_SECS", defaults.timeout.as_secs())?,
+            max_body_bytes: env.parsed(
+                "AGENTQ_WEB_FETCH_MAX_BYTES",
+                defaults.max_body_bytes,
+                "a number of bytes",
+            )?,
+            max_redirects: env.parsed(
+                "AGENTQ_WEB_FETCH_MAX_REDIRECTS",
+                defaults.max_redirects,
+                "a number of redirects",
+            )?,
+            allow: list("AGENTQ_WEB_FETCH_ALLOW"),
+            deny: list("AGENTQ_WEB_FETCH_DENY"),
         })
     }
 }

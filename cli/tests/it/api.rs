@@ -234,3 +234,23 @@ async fn run_answers_202_with_a_poll_url() {
     let session = env.session(&key, id.parse().unwrap()).await;
     assert_eq!(session.model, "claude-haiku-4-5");
 }
+
+#[tokio::test]
+async fn migrations_apply_down_and_up_again() {
+    let env = TestEnv::new().await;
+    let migrator = &agentq_shared::store::MIGRATOR;
+    migrator
+        .undo(&env.pg, 0)
+        .await
+        .expect("every migration reverts");
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_name IN ('orgs', 'api_keys', 'sessions', 'steps', 'llm_calls')",
+    )
+    .fetch_one(&env.pg)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0);
+    migrator.run(&env.pg).await.expect("migrations apply again");
+    assert!(env.key("after-roundtrip").await.starts_with("aq_"));
+}

@@ -30,7 +30,7 @@ pub fn binary(name: &str) -> PathBuf {
     assert!(
         path.exists(),
         "{} is missing: build the binaries first with `cargo build --workspace --bins` \
-         (deploy/test.sh does)",
+         (add --release for benchmarks; deploy/test.sh and deploy/bench.sh do)",
         path.display()
     );
     path

@@ -14,10 +14,13 @@ pub struct Echo;
 #[async_trait::async_trait]
 impl Tool for Echo {
     fn definition(&self) -> ToolDefinition {
-        builtin_definitions(&ToolSettings { test_tools: true })
-            .into_iter()
-            .find(|d| d.name == ECHO)
-            .unwrap_or_else(|| unreachable!("echo is in the catalog when test tools are on"))
+        builtin_definitions(&ToolSettings {
+            test_tools: true,
+            ..Default::default()
+        })
+        .into_iter()
+        .find(|d| d.name == ECHO)
+        .unwrap_or_else(|| unreachable!("echo is in the catalog when test tools are on"))
     }
 
     async fn call(&self, args: Value, _ctx: &ToolContext) -> Result<Value, ToolError> {

@@ -26,7 +26,10 @@ mod tests {
 
     #[test]
     fn every_catalog_tool_has_a_matching_implementation() {
-        let settings = ToolSettings { test_tools: true };
+        let settings = ToolSettings {
+            test_tools: true,
+            ..Default::default()
+        };
         let registry = registry(&settings).unwrap();
         let registered: Vec<_> = registry.list().into_iter().cloned().collect();
         assert_eq!(registered, builtin_definitions(&settings));
