@@ -55,7 +55,7 @@ stage() {
 
 nextest_args=(--workspace --no-fail-fast)
 fmt_args=(--check)
-if [[ -n ${CI:-} ]]; then
+if [[ -n ${CI:-} && ${CI} != false && ${CI} != 0 ]]; then
   nextest_args+=(--profile ci)
   fmt_args+=(--color never) # plain diffs in CI logs
   export CARGO_TERM_COLOR=never

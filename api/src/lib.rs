@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/agents/run", post(routes::agents::run))
         .route("/v1/agents/{id}", get(routes::agents::get))
         .route("/v1/agents/{id}/cancel", post(routes::agents::cancel))
+        .route("/v1/agents/{id}/approve", post(routes::agents::approve))
         .route("/v1/tools", get(routes::tools::list))
         .route("/healthz", get(routes::health::healthz))
         .fallback(|| async {

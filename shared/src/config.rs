@@ -210,6 +210,8 @@ pub struct ApiConfig {
     pub default_model: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a session may run, from creation, before it fails `deadline_exceeded`.
+    pub session_deadline: Duration,
 }
 
 impl ApiConfig {
@@ -224,6 +226,7 @@ impl ApiConfig {
             )?,
             default_model: default_model(env),
             max_body_bytes: env.parsed("AGENTQ_MAX_BODY_BYTES", 1 << 20, "a number of bytes")?,
+            session_deadline: env.secs("AGENTQ_SESSION_DEADLINE_SECS", 15 * 60)?,
         })
     }
 }
@@ -250,6 +253,49 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Jobs fetched per poll; each runs on its own task.
     pub concurrency: usize,
+    pub durability: Durability,
+}
+
+/// The timings that keep sessions moving when workers die (ARCHITECTURE.md, step protocol).
+#[derive(Debug, Clone)]
+pub struct Durability {
+    /// A step's lease; renewed every third of it while the step runs.
+    pub lease_ttl: Duration,
+    /// How often the active reconciler looks for stalled sessions.
+    pub reconcile_every: Duration,
+    /// A session with no live lease and no change for this long is re-enqueued.
+    pub stall_after: Duration,
+    /// How long a tool call waits for a human before the session fails `approval_expired`.
+    pub approval_ttl: Duration,
+    /// How often a running step checks the cancel flag.
+    pub cancel_poll: Duration,
+    /// Worker heartbeat; a worker silent for `heartbeat × missed_heartbeats` has its jobs re-queued.
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    /// On SIGTERM, how long running steps may take to finish before they are abandoned.
+    pub shutdown_grace: Duration,
+    /// `Idempotency-Key`s are remembered at least this long.
+    pub idempotency_keep: Duration,
+}
+
+impl Durability {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            lease_ttl: env.millis("AGENTQ_LEASE_TTL_MS", 15_000)?,
+            reconcile_every: env.millis("AGENTQ_RECONCILE_EVERY_MS", 5_000)?,
+            stall_after: env.millis("AGENTQ_STALL_AFTER_MS", 30_000)?,
+            approval_ttl: env.secs("AGENTQ_APPROVAL_TTL_SECS", 24 * 3600)?,
+            cancel_poll: env.millis("AGENTQ_CANCEL_POLL_MS", 200)?,
+            heartbeat: env.millis("AGENTQ_HEARTBEAT_MS", 2_000)?,
+            missed_heartbeats: env.parsed(
+                "AGENTQ_MISSED_HEARTBEATS",
+                3,
+                "a number of heartbeats",
+            )?,
+            shutdown_grace: env.secs("AGENTQ_SHUTDOWN_GRACE_SECS", 30)?,
+            idempotency_keep: env.secs("AGENTQ_IDEMPOTENCY_KEEP_SECS", 48 * 3600)?,
+        })
+    }
 }
 
 impl WorkerConfig {
@@ -279,6 +325,7 @@ impl WorkerConfig {
             },
             poll_interval: env.millis("AGENTQ_POLL_INTERVAL_MS", 100)?,
             concurrency: env.parsed("AGENTQ_WORKER_CONCURRENCY", 8, "a number of jobs")?,
+            durability: Durability::from_env(env)?,
         })
     }
 }

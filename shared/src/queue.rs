@@ -69,9 +69,19 @@ pub struct EnqueueError {
 
 /// Pushes the job with its `(session, step)` id; a push of an id still held is a no-op.
 pub async fn enqueue(storage: &StepStorage, job: StepJob) -> Result<(), EnqueueError> {
+    enqueue_as(storage, job, job.task_id()).await
+}
+
+/// Pushes the job under another id: a repair (`…:r{fence}`) or a resume after approval, which
+/// must not be swallowed by the normal push's id that apalis-redis still holds.
+pub async fn enqueue_as(
+    storage: &StepStorage,
+    job: StepJob,
+    task_id: TaskId,
+) -> Result<(), EnqueueError> {
     let mut storage = storage.clone();
     storage
-        .push_task(TaskBuilder::new(job).task_id(job.task_id()).build())
+        .push_task(TaskBuilder::new(job).task_id(task_id).build())
         .await
         .map_err(|e| EnqueueError {
             session_id: job.session_id,

@@ -96,8 +96,39 @@ pub struct AgentStep {
     pub usage: Usage,
     /// `None` when a call used a model without a known price.
     pub cost_usd: Option<Decimal>,
+    /// A human's decision on this step's tool call, for tools that require approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<StepApproval>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepApproval {
+    pub approved: bool,
+    pub reason: Option<String>,
+    /// The API key that decided.
+    pub decided_by: Option<Uuid>,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// The tool call a session waits on while `awaiting_approval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub step: u32,
+    pub tool: String,
+    pub args: serde_json::Value,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /v1/agents/{id}/approve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRequest {
+    pub step: u32,
+    pub approved: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -128,7 +159,10 @@ pub struct AgentSession {
     pub steps: Vec<AgentStep>,
     pub final_answer: Option<String>,
     pub error: Option<SessionError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_approval: Option<PendingApproval>,
     pub totals: Totals,
+    pub deadline_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Monotonic change counter; a snapshot never replaces a newer one.

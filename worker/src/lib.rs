@@ -1,8 +1,11 @@
 //! agentq-worker: apalis workers that pop `StepJob`s from Redis and run the step protocol
 //! (`step.rs`). Scale by running more processes; any of them can die at any moment.
 
+mod guard;
 pub mod llm;
+mod llm_call;
 pub mod prompt;
+pub mod reconciler;
 pub mod step;
 pub mod tools;
 
@@ -28,13 +31,19 @@ pub struct Context {
     pub llm: Arc<dyn LlmClient>,
     pub pricing: PricingTable,
     pub config: WorkerConfig,
+    /// Unique per process start: lease owners and apalis worker names derive from it.
+    pub worker_name: String,
 }
 
 impl Context {
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
         let store = Store::connect(&config.store).await?;
         let queue_conn = store::connect_redis(&config.store.redis_url).await?;
-        let queue = queue::storage(queue_conn, store.redis_prefix(), &QueueSettings::default());
+        let settings = QueueSettings {
+            heartbeat_interval: config.durability.heartbeat,
+            missed_heartbeats: config.durability.missed_heartbeats,
+        };
+        let queue = queue::storage(queue_conn, store.redis_prefix(), &settings);
         let pricing_file = std::env::var("AGENTQ_PRICING_FILE").ok();
         Ok(Self {
             tools: tools::registry(&config.tools)?,
@@ -43,19 +52,23 @@ impl Context {
             store,
             queue,
             config,
+            worker_name: format!(
+                "agentq-worker-{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ),
         })
     }
 }
 
-/// Runs queue workers until SIGINT or SIGTERM. A worker stopped by a backend error (Redis
-/// restarting, say) is restarted under a new name.
+/// Runs queue workers and the reconciler until SIGINT or SIGTERM. A queue worker stopped by a
+/// backend error (Redis restarting, say) is restarted under a new name after a short pause. On
+/// SIGTERM, running steps get `AGENTQ_SHUTDOWN_GRACE_SECS` to finish; one cut short is picked up
+/// again by the queue's orphan recovery or the reconciler.
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::build(config).await?);
-    let instance = format!(
-        "agentq-worker-{}-{}",
-        std::process::id(),
-        uuid::Uuid::now_v7().simple()
-    );
+    let instance = ctx.worker_name.clone();
+    tokio::spawn(reconciler::run(ctx.clone()));
     tracing::info!(
         worker = %instance,
         queue = %queue::queue_name(ctx.store.redis_prefix()),
@@ -65,6 +78,7 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     );
     let poll_interval = ctx.config.poll_interval;
     let concurrency = ctx.config.concurrency;
+    let grace = ctx.config.durability.shutdown_grace;
     Monitor::new()
         .register(move |run| {
             WorkerBuilder::new(format!("{instance}-{run}"))
@@ -76,9 +90,11 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         })
         .should_restart(|worker, error| {
             tracing::warn!(worker = %worker.name(), %error, "queue worker stopped; restarting it");
+            // Don't spin while Redis is down: the callback runs before the restart.
+            std::thread::sleep(std::time::Duration::from_millis(500));
             true
         })
-        .shutdown_timeout(std::time::Duration::from_secs(30))
+        .shutdown_timeout(grace)
         .run_with_signal(shutdown_signal())
         .await
         .context("running queue workers")

@@ -133,6 +133,8 @@ mod tests {
             observation: observation.map(Json),
             tool_started_at: None,
             finished_at: None,
+            approval: None,
+            approval_reason: None,
         }
     }
 

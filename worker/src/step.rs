@@ -1,21 +1,22 @@
 //! The step protocol (ARCHITECTURE.md, "The step protocol"): a `StepJob(s, n)` makes step n of
 //! session s happen, whatever happened before.
 //!
-//! Delivery is at least once and a worker can die between any two lines, so every effect is keyed
-//! by `(s, n)` in Postgres and written once: the decision with `ON CONFLICT DO NOTHING`, the tool's
-//! start mark and observation only where none is stored, the advance by compare-and-set. A
-//! redelivered or duplicated job finds what was already done and goes on from there; a tool with
-//! side effects whose outcome was lost is not run again but recorded as "outcome unknown".
+//! Delivery is at least once, duplicates can run at the same time, and a worker can die between
+//! any two lines. So: one worker at a time holds the session's lease, and every write checks the
+//! lease's fence (a worker that lost it changes nothing); every effect is keyed by `(s, n)` and
+//! written once — the decision with `ON CONFLICT DO NOTHING`, the tool's start mark and its
+//! observation only where none is stored, the advance by compare-and-set. A redelivered job finds
+//! what was done and goes on from there. A tool whose outcome a crash lost runs again only if it
+//! is idempotent; otherwise its observation says the outcome is unknown.
+//!
 //! Returning `Ok(())` acks the job; an `Err` (Postgres or Redis unreachable) lets apalis retry it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use agentq_shared::queue::{self, StepJob};
 use agentq_shared::schemas::{SessionError, SessionStatus};
-use agentq_shared::store::{Decision, LlmCallRecord, SessionRow, StepRow};
+use agentq_shared::store::{Decision, Lease, LeaseLost, SessionRow, StepRow, WriteError};
 use agentq_shared::tools::{ToolContext, ToolResult};
-use anyhow::Context as _;
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
 use serde_json::json;
@@ -23,7 +24,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Context;
-use crate::llm::{LlmError, LlmResponse};
+use crate::guard::{Interrupt, guarded};
+use crate::llm_call::{self, LlmOutcome};
 use crate::prompt;
 
 pub async fn handle(job: StepJob, ctx: Data<Arc<Context>>) -> Result<(), BoxDynError> {
@@ -32,6 +34,21 @@ pub async fn handle(job: StepJob, ctx: Data<Arc<Context>>) -> Result<(), BoxDynE
         tracing::error!(session_id = %job.session_id, step = job.step, error = ?e, "step failed; the queue will retry it");
         e.into()
     })
+}
+
+/// How a step stopped short of advancing.
+enum Stop {
+    /// Nothing more for this job to do (the session ended or waits for a human).
+    Done,
+    Interrupted(Interrupt),
+}
+
+fn lease_lost(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<LeaseLost>().is_some()
+        || matches!(
+            e.downcast_ref::<WriteError>(),
+            Some(WriteError::LeaseLost(_))
+        )
 }
 
 pub async fn run_step(ctx: &Context, job: StepJob) -> anyhow::Result<()> {
@@ -43,11 +60,8 @@ pub async fn run_step(ctx: &Context, job: StepJob) -> anyhow::Result<()> {
         tracing::warn!("job for an unknown session; dropped");
         return Ok(());
     };
-    if session.status.is_terminal() {
+    if session.status.is_terminal() || session.status == SessionStatus::AwaitingApproval {
         return Ok(());
-    }
-    if session.cancel_requested {
-        return end(ctx, id, SessionStatus::Cancelled, None, None).await;
     }
     if n != session.next_step {
         if n + 1 == session.next_step {
@@ -60,56 +74,107 @@ pub async fn run_step(ctx: &Context, job: StepJob) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let owner = format!("{}/{}", ctx.worker_name, Uuid::new_v4().simple());
+    let Some(lease) = ctx
+        .store
+        .take_lease(id, &owner, ctx.config.durability.lease_ttl)
+        .await?
+    else {
+        tracing::debug!("another worker holds the session; duplicate job acked");
+        return Ok(());
+    };
+    match leased_step(ctx, &session, &lease, n).await {
+        Ok(()) => Ok(()),
+        Err(e) if lease_lost(&e) => {
+            tracing::info!("lease lost to another worker; it carries the session on");
+            Ok(())
+        }
+        Err(e) => {
+            // Let the retry (or another worker) take over at once instead of after the TTL.
+            let _ = ctx.store.release_lease(&lease).await;
+            Err(e)
+        }
+    }
+}
+
+async fn leased_step(
+    ctx: &Context,
+    session: &SessionRow,
+    lease: &Lease,
+    n: u32,
+) -> anyhow::Result<()> {
+    let id = session.id;
+    if session.cancel_requested || ctx.store.cancel_requested(id).await? {
+        return end(ctx, lease, SessionStatus::Cancelled, None, None).await;
+    }
     if n >= session.run.max_steps {
         let message = format!(
             "the agent used all {} steps without a final answer",
             session.run.max_steps
         );
-        return fail(ctx, id, "max_steps_exceeded", message).await;
+        return fail(ctx, lease, "max_steps_exceeded", message).await;
     }
-    if ctx.store.mark_running(id).await? {
+    if Utc::now() >= session.deadline_at {
+        return interrupted(ctx, lease, Interrupt::DeadlinePassed).await;
+    }
+    if ctx.store.mark_running(lease).await? {
         ctx.store.refresh_snapshot(id).await?;
     }
 
     let step = match ctx.store.step(id, n).await? {
         Some(step) => step,
-        None => match decide(ctx, &session, n).await? {
-            Some(step) => step,
-            None => return Ok(()),
+        None => match decide(ctx, session, lease, n).await? {
+            Ok(step) => step,
+            Err(stop) => return stopped(ctx, lease, stop).await,
         },
     };
     if step.is_final {
         let answer = step.final_answer.as_deref().unwrap_or_default();
         if ctx.store.cancel_requested(id).await? {
-            return end(ctx, id, SessionStatus::Cancelled, None, None).await;
+            return end(ctx, lease, SessionStatus::Cancelled, None, None).await;
         }
-        return end(ctx, id, SessionStatus::Completed, Some(answer), None).await;
+        return end(ctx, lease, SessionStatus::Completed, Some(answer), None).await;
     }
-    if step.observation.is_none() && !act(ctx, &session, n, &step).await? {
-        return Ok(());
+    if step.observation.is_none()
+        && let Err(stop) = act(ctx, session, lease, n, &step).await?
+    {
+        return stopped(ctx, lease, stop).await;
     }
-    ctx.store.advance(id, n).await?;
+    ctx.store.advance(lease, n).await?;
     enqueue(ctx, id, n + 1).await
 }
 
-/// Decide: call the LLM (unless a decision is stored) and store what it chose. `None` when the
-/// session ended instead (cancelled, or the LLM failed for good).
-async fn decide(ctx: &Context, session: &SessionRow, n: u32) -> anyhow::Result<Option<StepRow>> {
+/// Decide: call the LLM (no decision is stored yet) and store what it chose.
+async fn decide(
+    ctx: &Context,
+    session: &SessionRow,
+    lease: &Lease,
+    n: u32,
+) -> anyhow::Result<Result<StepRow, Stop>> {
     let id = session.id;
-    if ctx.store.cancel_requested(id).await? {
-        end(ctx, id, SessionStatus::Cancelled, None, None).await?;
-        return Ok(None);
-    }
     let started_at = Utc::now();
     let history = ctx.store.steps_before(id, n).await?;
     let tools = ctx.tools.anthropic_definitions(&session.run.tools);
     let request = prompt::build(&session.run, &history, tools, ctx.config.llm.max_tokens);
-    let response = match call_llm(ctx, id, n, &request).await? {
-        Ok(response) => response,
-        Err(e) => {
-            fail(ctx, id, "llm_error", e.to_string()).await?;
-            return Ok(None);
+    let call = guarded(
+        ctx,
+        lease,
+        session.deadline_at,
+        llm_call::call(ctx, id, n, &request),
+    )
+    .await;
+    let response = match call {
+        Err(interrupt) => {
+            llm_call::record_abandoned(ctx, id, n, &request.model, interrupt).await?;
+            return Ok(Err(Stop::Interrupted(interrupt)));
         }
+        Ok(outcome) => match outcome? {
+            LlmOutcome::Answered(response) => response,
+            LlmOutcome::Failed { code, message } => {
+                fail(ctx, lease, code, message).await?;
+                return Ok(Err(Stop::Done));
+            }
+        },
     };
     let turn = prompt::parse_turn(&response.content);
     let is_final = turn.action.is_none();
@@ -125,71 +190,41 @@ async fn decide(ctx: &Context, session: &SessionRow, n: u32) -> anyhow::Result<O
         is_final,
         started_at,
     };
-    let stored = ctx.store.insert_decision(id, n, &decision).await?;
+    let stored = ctx.store.insert_decision(lease, n, &decision).await?;
     ctx.store.refresh_snapshot(id).await?;
-    Ok(Some(stored))
+    Ok(Ok(stored))
 }
 
-/// One LLM call with bounded retries of transient failures; every attempt goes into the ledger.
-async fn call_llm(
+/// Act: run the chosen tool once and store what it returned; or wait for a human first.
+async fn act(
     ctx: &Context,
-    id: Uuid,
+    session: &SessionRow,
+    lease: &Lease,
     n: u32,
-    request: &crate::llm::LlmRequest,
-) -> anyhow::Result<Result<LlmResponse, LlmError>> {
-    let attempts = ctx.config.llm.attempts.max(1);
-    let mut attempt = 1;
-    loop {
-        let started = Instant::now();
-        let result = ctx.llm.complete(request).await;
-        let (usage, http_status, error) = match &result {
-            Ok(response) => (response.usage, Some(response.http_status), None),
-            Err(e) => (Default::default(), e.http_status(), Some(e.to_string())),
-        };
-        let cost_usd = ctx.pricing.cost(&request.model, usage);
-        if cost_usd.is_none() {
-            tracing::warn!(model = %request.model, "no price for this model: cost recorded as unknown");
-        }
-        ctx.store
-            .record_llm_call(&LlmCallRecord {
-                session_id: id,
-                step_index: n,
-                model: request.model.clone(),
-                ok: result.is_ok(),
-                http_status,
-                usage,
-                cost_usd,
-                duration_ms: started.elapsed().as_millis() as u64,
-                error,
-            })
-            .await
-            .context("recording the LLM call in the ledger")?;
-        match result {
-            Err(e) if e.is_transient() && attempt < attempts => {
-                let backoff = Duration::from_millis(500 * 2u64.pow(attempt - 1));
-                tracing::warn!(attempt, error = %e, ?backoff, "transient LLM failure; retrying");
-                tokio::time::sleep(backoff).await;
-                attempt += 1;
-            }
-            other => return Ok(other),
-        }
-    }
-}
-
-/// Act: run the chosen tool once and store what it returned. False when the session was
-/// cancelled instead.
-async fn act(ctx: &Context, session: &SessionRow, n: u32, step: &StepRow) -> anyhow::Result<bool> {
+    step: &StepRow,
+) -> anyhow::Result<Result<(), Stop>> {
     let id = session.id;
     let Some(action) = step.action.as_ref().map(|a| &a.0) else {
-        return Ok(true);
+        return Ok(Ok(()));
     };
-    if ctx.store.cancel_requested(id).await? {
-        end(ctx, id, SessionStatus::Cancelled, None, None).await?;
-        return Ok(false);
+    let offered = session.run.tools.contains(&action.tool);
+    let needs_approval = offered
+        && ctx
+            .tools
+            .get(&action.tool)
+            .is_some_and(|d| d.requires_approval);
+    if needs_approval && step.approval.is_none() {
+        let expires_at = Utc::now() + ctx.config.durability.approval_ttl;
+        ctx.store.await_approval(lease, expires_at).await?;
+        ctx.store.refresh_snapshot(id).await?;
+        tracing::info!(tool = %action.tool, "waiting for approval");
+        return Ok(Err(Stop::Done));
     }
-    let first_run = ctx.store.mark_tool_started(id, n).await?;
-    let repeatable = ctx.tools.get(&action.tool).is_none_or(|d| d.idempotent);
-    let result = if !session.run.tools.contains(&action.tool) {
+    if ctx.store.cancel_requested(id).await? {
+        return Ok(Err(Stop::Interrupted(Interrupt::Cancelled)));
+    }
+    let first_run = ctx.store.mark_tool_started(lease, n).await?;
+    let result = if !offered {
         ToolResult::failure(
             &action.tool,
             format!(
@@ -199,7 +234,14 @@ async fn act(ctx: &Context, session: &SessionRow, n: u32, step: &StepRow) -> any
             ),
             0,
         )
-    } else if !first_run && !repeatable {
+    } else if step.approval.as_deref() == Some("rejected") {
+        let reason = step.approval_reason.as_deref().unwrap_or("no reason given");
+        ToolResult::failure(
+            &action.tool,
+            format!("a human reviewer rejected this tool call: {reason}"),
+            0,
+        )
+    } else if !first_run && !ctx.tools.is_idempotent(&action.tool, &action.args) {
         ToolResult::failure(
             &action.tool,
             "interrupted, outcome unknown: the worker running this tool stopped before recording \
@@ -211,15 +253,60 @@ async fn act(ctx: &Context, session: &SessionRow, n: u32, step: &StepRow) -> any
             session_id: id,
             step: n,
         };
-        ctx.tools
-            .run(&action.tool, action.args.clone(), &tool_ctx)
-            .await
+        let run = ctx.tools.run(&action.tool, action.args.clone(), &tool_ctx);
+        match guarded(ctx, lease, session.deadline_at, run).await {
+            Ok(result) => result,
+            Err(interrupt) => {
+                let stopped = ToolResult::failure(
+                    &action.tool,
+                    format!("stopped: {}", interrupt_text(interrupt)),
+                    0,
+                );
+                if interrupt != Interrupt::LeaseLost {
+                    ctx.store
+                        .record_observation(lease, n, &serde_json::to_value(&stopped)?)
+                        .await?;
+                }
+                return Ok(Err(Stop::Interrupted(interrupt)));
+            }
+        }
     };
     ctx.store
-        .record_observation(id, n, &serde_json::to_value(&result)?)
+        .record_observation(lease, n, &serde_json::to_value(&result)?)
         .await?;
     ctx.store.refresh_snapshot(id).await?;
-    Ok(true)
+    Ok(Ok(()))
+}
+
+fn interrupt_text(interrupt: Interrupt) -> &'static str {
+    match interrupt {
+        Interrupt::Cancelled => "the session was cancelled",
+        Interrupt::DeadlinePassed => "the session's deadline passed",
+        Interrupt::LeaseLost => "another worker took the session over",
+    }
+}
+
+async fn stopped(ctx: &Context, lease: &Lease, stop: Stop) -> anyhow::Result<()> {
+    match stop {
+        Stop::Done => Ok(()),
+        Stop::Interrupted(interrupt) => interrupted(ctx, lease, interrupt).await,
+    }
+}
+
+async fn interrupted(ctx: &Context, lease: &Lease, interrupt: Interrupt) -> anyhow::Result<()> {
+    match interrupt {
+        Interrupt::Cancelled => end(ctx, lease, SessionStatus::Cancelled, None, None).await,
+        Interrupt::DeadlinePassed => {
+            fail(
+                ctx,
+                lease,
+                "deadline_exceeded",
+                "the session did not finish before its deadline".into(),
+            )
+            .await
+        }
+        Interrupt::LeaseLost => Err(LeaseLost(lease.session_id).into()),
+    }
 }
 
 async fn enqueue(ctx: &Context, id: Uuid, step: u32) -> anyhow::Result<()> {
@@ -234,27 +321,30 @@ async fn enqueue(ctx: &Context, id: Uuid, step: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fail(ctx: &Context, id: Uuid, code: &str, message: String) -> anyhow::Result<()> {
+async fn fail(ctx: &Context, lease: &Lease, code: &str, message: String) -> anyhow::Result<()> {
     let error = SessionError {
         code: code.to_owned(),
         message,
     };
-    end(ctx, id, SessionStatus::Failed, None, Some(&error)).await
+    end(ctx, lease, SessionStatus::Failed, None, Some(&error)).await
 }
 
 async fn end(
     ctx: &Context,
-    id: Uuid,
+    lease: &Lease,
     status: SessionStatus,
     final_answer: Option<&str>,
     error: Option<&SessionError>,
 ) -> anyhow::Result<()> {
+    let id = lease.session_id;
     if ctx
         .store
-        .finish_session(id, status, final_answer, error)
+        .finish_session(id, Some(lease.fence), status, final_answer, error)
         .await?
     {
         tracing::info!(%status, "session finished");
+    } else if !ctx.store.holds_lease(lease).await? {
+        return Err(LeaseLost(id).into());
     }
     ctx.store.refresh_snapshot(id).await?;
     Ok(())

@@ -3,34 +3,92 @@
 
 use agentq_shared::queue::{self, StepJob};
 use agentq_shared::schemas::{
-    AgentRunRequest, AgentRunResponse, AgentSession, SessionError, SessionStatus,
+    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, SessionError, SessionStatus,
 };
-use agentq_shared::store::CancelOutcome;
+use agentq_shared::store::{ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, sha256_hex};
+use apalis::prelude::TaskId;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, json_rejection};
 
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The `Idempotency-Key` header with the hash of the request it came with.
+fn idempotency_key(
+    headers: &HeaderMap,
+    request: &AgentRunRequest,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })?;
+    // serde_json sorts object keys, so the same request hashes the same however it was written.
+    let canonical = serde_json::to_vec(&serde_json::to_value(request)?)?;
+    Ok(Some(IdempotencyKey {
+        key: key.to_owned(),
+        request_hash: sha256_hex(&canonical),
+    }))
+}
+
 pub async fn run(
     State(state): State<AppState>,
     Auth(principal): Auth,
+    headers: HeaderMap,
     body: Result<Json<AgentRunRequest>, JsonRejection>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(request) = body.map_err(json_rejection)?;
+    let idempotency = idempotency_key(&headers, &request)?;
     let run = request
         .validate(&state.tool_names(), &state.config.default_model)
         .map_err(ApiError::Validation)?;
     let id = Uuid::now_v7();
-    state
+    let deadline = chrono::Utc::now() + state.config.session_deadline;
+    let created = state
         .store
-        .insert_session(id, principal.org_id, &run)
+        .insert_session(id, principal.org_id, &run, deadline, idempotency.as_ref())
         .await?;
+    match created {
+        Created::New => {}
+        Created::Existing(existing) => {
+            let session = state
+                .store
+                .session_view(existing)
+                .await?
+                .ok_or_else(|| ApiError::not_found("session"))?;
+            let response = AgentRunResponse {
+                session_id: existing,
+                status: session.status,
+                poll_url: format!("/v1/agents/{existing}"),
+            };
+            return Ok((StatusCode::OK, Json(response)).into_response());
+        }
+        Created::KeyReused => {
+            return Err(ApiError::client(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request",
+            ));
+        }
+    }
     state.store.refresh_snapshot(id).await?;
     if let Err(e) = queue::enqueue(
         &state.queue,
@@ -48,7 +106,7 @@ pub async fn run(
         };
         state
             .store
-            .finish_session(id, SessionStatus::Failed, None, Some(&error))
+            .finish_session(id, None, SessionStatus::Failed, None, Some(&error))
             .await?;
         state.store.refresh_snapshot(id).await?;
         return Err(ApiError::client(
@@ -67,7 +125,8 @@ pub async fn run(
             status: SessionStatus::Pending,
             poll_url,
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// A session of another org answers 404, exactly like a missing one.
@@ -108,6 +167,11 @@ pub async fn cancel(
                 .ok_or_else(|| ApiError::not_found("session"))?;
             Ok((StatusCode::ACCEPTED, Json(session)))
         }
+        // Cancelling twice is fine: the answer is the cancelled session.
+        CancelOutcome::AlreadyFinished(SessionStatus::Cancelled) => {
+            let session = owned_session(&state, principal.org_id, &id).await?;
+            Ok((StatusCode::OK, Json(session)))
+        }
         CancelOutcome::AlreadyFinished(status) => Err(ApiError::client(
             StatusCode::CONFLICT,
             "session_finished",
@@ -115,4 +179,72 @@ pub async fn cancel(
         )),
         CancelOutcome::NotFound => Err(ApiError::not_found("session")),
     }
+}
+
+const MAX_REASON: usize = 2000;
+
+/// A human approves or rejects the tool call a session waits on; the step is enqueued again.
+pub async fn approve(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+    body: Result<Json<ApprovalRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(request) = body.map_err(json_rejection)?;
+    if request
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REASON)
+    {
+        return Err(ApiError::Validation(vec![
+            agentq_shared::schemas::FieldError {
+                field: "reason".into(),
+                message: format!("must be at most {MAX_REASON} bytes"),
+            },
+        ]));
+    }
+    let session_id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("session"))?;
+    let outcome = state
+        .store
+        .decide_approval(
+            session_id,
+            principal,
+            request.step,
+            request.approved,
+            request.reason.as_deref(),
+        )
+        .await?;
+    match outcome {
+        ApprovalOutcome::Recorded => {}
+        ApprovalOutcome::NotFound => return Err(ApiError::not_found("session")),
+        ApprovalOutcome::Conflict(message) => {
+            return Err(ApiError::client(
+                StatusCode::CONFLICT,
+                "not_awaiting_approval",
+                &message,
+            ));
+        }
+        ApprovalOutcome::Expired => {
+            state.store.refresh_snapshot(session_id).await?;
+            return Err(ApiError::client(
+                StatusCode::CONFLICT,
+                "approval_expired",
+                "the approval window closed; the session has failed",
+            ));
+        }
+    }
+    tracing::info!(%session_id, step = request.step, approved = request.approved, key_id = %principal.key_id, "approval recorded");
+    let job = StepJob {
+        session_id,
+        step: request.step,
+    };
+    // The normal id of this step was used when it first ran; this push needs its own.
+    let task_id = TaskId::from_string(format!("{session_id}:{}:approval", request.step));
+    queue::enqueue_as(&state.queue, job, task_id).await?;
+    let session = state
+        .store
+        .refresh_snapshot(session_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("session"))?;
+    Ok((StatusCode::ACCEPTED, Json(session)))
 }

@@ -106,6 +106,9 @@ impl TestEnv {
             ("ANTHROPIC_BASE_URL".into(), format!("http://{llm_addr}")),
             ("AGENTQ_TEST_TOOLS".into(), "true".into()),
             ("AGENTQ_LLM_ATTEMPTS".into(), "1".into()),
+            // Small enough that an oversized test body still fits in loopback socket buffers,
+            // so the client finishes sending before the API answers 413.
+            ("AGENTQ_MAX_BODY_BYTES".into(), "16384".into()),
             ("RUST_LOG".into(), "info".into()),
         ];
         let pg = agentq_shared::store::connect_postgres(&database_url)
@@ -124,6 +127,24 @@ impl TestEnv {
             env,
             children: Vec::new(),
         }
+    }
+
+    /// Sets a variable for the processes started from now on.
+    pub fn set(&mut self, var: &str, value: &str) {
+        self.env.retain(|(k, _)| k != var);
+        self.env.push((var.to_owned(), value.to_owned()));
+    }
+
+    /// A worker's context in this process, configured like the worker binaries.
+    pub async fn worker_context(&self) -> std::sync::Arc<agentq_worker::Context> {
+        let vars: std::collections::HashMap<String, String> = self.env.iter().cloned().collect();
+        let env = agentq_shared::config::Env::from_fn(move |k| vars.get(k).cloned());
+        let config = agentq_shared::config::WorkerConfig::from_env(&env).expect("worker config");
+        std::sync::Arc::new(
+            agentq_worker::Context::build(config)
+                .await
+                .expect("worker context"),
+        )
     }
 
     pub fn command(&self, binary_name: &str) -> Command {
@@ -221,6 +242,12 @@ impl TestEnv {
             .as_str()
             .and_then(|id| id.parse().ok())
             .expect("session id")
+    }
+
+    pub async fn cancel(&self, key: &str, id: Uuid) -> (u16, Value) {
+        let path = format!("/v1/agents/{id}/cancel");
+        self.request(reqwest::Method::POST, &path, Some(key), None)
+            .await
     }
 
     pub async fn session(&self, key: &str, id: Uuid) -> AgentSession {

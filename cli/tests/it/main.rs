@@ -6,5 +6,6 @@
 
 mod api;
 mod cli;
+mod durability;
 mod harness;
 mod sessions;

@@ -166,14 +166,14 @@ async fn cancel_between_steps_stops_the_session_before_the_next_llm_call() {
     assert_eq!(env.llm.calls_for("marker-cancel").len(), 1);
     assert_eq!(env.session(&key, id).await.status, SessionStatus::Cancelled);
 
-    let (status, body) = env
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/agents/{id}/cancel"),
-            Some(&key),
-            None,
-        )
-        .await;
+    // Cancelling again is fine; a session that completed can't be cancelled.
+    let (status, body) = env.cancel(&key, id).await;
+    assert_eq!((status, body["status"].clone()), (200, json!("cancelled")));
+    env.llm
+        .script("marker-done", vec![Turn::answer("finished")]);
+    let done = env.run(&key, "marker-done: quick", json!({})).await;
+    env.wait_status(&key, done, SessionStatus::Completed).await;
+    let (status, body) = env.cancel(&key, done).await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (409, json!("session_finished"))

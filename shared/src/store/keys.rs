@@ -17,7 +17,12 @@ pub struct Principal {
 }
 
 fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    sha256_hex(key.as_bytes())
+}
+
+/// Lowercase hex SHA-256, for API keys and request fingerprints.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Creates the org if it doesn't exist and a new key for it; returns the key in clear.

@@ -4,10 +4,13 @@
 //! speed: every read falls back to Postgres.
 
 mod keys;
+mod lease;
 mod ledger;
+mod reconcile;
 mod sessions;
 mod snapshot;
 mod steps;
+mod transitions;
 
 use std::time::Duration;
 
@@ -16,12 +19,24 @@ use apalis_redis::ConnectionManager;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-pub use keys::{Principal, create_api_key};
+pub use keys::{Principal, create_api_key, sha256_hex};
+pub use lease::{Lease, LeaseLost};
 pub use ledger::LlmCallRecord;
-pub use sessions::{CancelOutcome, SessionRow};
+pub use reconcile::Repair;
+pub use sessions::{Created, IdempotencyKey, SessionRow};
 pub use steps::{Decision, StepRow};
+pub use transitions::{ApprovalOutcome, CancelOutcome};
 
 use crate::config::StoreConfig;
+
+/// A step write that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

@@ -1,5 +1,5 @@
-//! Session rows. Every status change is a compare-and-set that never leaves a terminal state, and
-//! bumps `version` so the Redis snapshot can tell newer from older.
+//! Session rows: creation (with `Idempotency-Key`), the worker's view and the client's view.
+//! Status changes are in `transitions.rs`.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -8,14 +8,9 @@ use uuid::Uuid;
 
 use super::Store;
 use crate::schemas::{
-    AgentSession, AgentStep, SessionError, SessionStatus, ToolCall, Totals, Usage, ValidatedRun,
+    AgentSession, AgentStep, PendingApproval, SessionError, SessionStatus, StepApproval, ToolCall,
+    Totals, Usage, ValidatedRun,
 };
-
-macro_rules! unfinished {
-    () => {
-        "status IN ('pending', 'running', 'awaiting_approval')"
-    };
-}
 
 /// What a worker needs to run a step.
 #[derive(Debug, Clone)]
@@ -26,14 +21,24 @@ pub struct SessionRow {
     pub run: ValidatedRun,
     pub next_step: u32,
     pub cancel_requested: bool,
+    pub deadline_at: DateTime<Utc>,
 }
 
+/// How `insert_session` went when the client sent an `Idempotency-Key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
-    /// The flag is set; the worker stops the session at its next check.
-    Requested,
-    AlreadyFinished(SessionStatus),
-    NotFound,
+pub enum Created {
+    New,
+    /// The key was used before with the same request: that session.
+    Existing(Uuid),
+    /// The key was used before with a different request.
+    KeyReused,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// SHA-256 of the request as received (parsed and re-serialized, keys sorted).
+    pub request_hash: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -49,6 +54,8 @@ struct SessionRecord {
     error_message: Option<String>,
     cancel_requested: bool,
     version: i64,
+    deadline_at: DateTime<Utc>,
+    approval_expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -67,6 +74,10 @@ struct StepView {
     observation: Option<Json<serde_json::Value>>,
     is_final: bool,
     final_answer: Option<String>,
+    approval: Option<String>,
+    approval_reason: Option<String>,
+    approved_by: Option<Uuid>,
+    approved_at: Option<DateTime<Utc>>,
     started_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
 }
@@ -103,24 +114,59 @@ impl CallSums {
 }
 
 impl Store {
+    /// Writes a new session; with an idempotency key, the key's first use wins and a repeat
+    /// returns the first session (or `KeyReused` for a different request).
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn insert_session(
         &self,
         id: Uuid,
         org_id: Uuid,
         run: &ValidatedRun,
-    ) -> sqlx::Result<()> {
+        deadline_at: DateTime<Utc>,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> sqlx::Result<Created> {
+        let mut tx = self.pg.begin().await?;
         sqlx::query(
-            "INSERT INTO sessions (id, org_id, model, request, max_steps) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sessions (id, org_id, model, request, max_steps, deadline_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id)
         .bind(org_id)
         .bind(&run.model)
         .bind(Json(run))
         .bind(run.max_steps as i32)
-        .execute(&self.pg)
+        .bind(deadline_at)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if let Some(idempotency) = idempotency {
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (org_id, key, request_hash, session_id)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, key) DO NOTHING",
+            )
+            .bind(org_id)
+            .bind(&idempotency.key)
+            .bind(&idempotency.request_hash)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                tx.rollback().await?;
+                let (hash, existing): (String, Uuid) = sqlx::query_as(
+                    "SELECT request_hash, session_id FROM idempotency_keys WHERE org_id = $1 AND key = $2",
+                )
+                .bind(org_id)
+                .bind(&idempotency.key)
+                .fetch_one(&self.pg)
+                .await?;
+                return Ok(if hash == idempotency.request_hash {
+                    Created::Existing(existing)
+                } else {
+                    Created::KeyReused
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(Created::New)
     }
 
     async fn session_record(&self, id: Uuid) -> sqlx::Result<Option<SessionRecord>> {
@@ -137,6 +183,7 @@ impl Store {
             status: r.status(),
             next_step: r.next_step as u32,
             cancel_requested: r.cancel_requested,
+            deadline_at: r.deadline_at,
             run: r.request.0,
         }))
     }
@@ -148,8 +195,8 @@ impl Store {
             return Ok(None);
         };
         let steps: Vec<StepView> = sqlx::query_as(
-            "SELECT step_index, thought, action, observation, is_final, final_answer, started_at,
-                    finished_at
+            "SELECT step_index, thought, action, observation, is_final, final_answer, approval,
+                    approval_reason, approved_by, approved_at, started_at, finished_at
              FROM steps WHERE session_id = $1 ORDER BY step_index",
         )
         .bind(id)
@@ -177,6 +224,20 @@ impl Store {
             cost = cost.zip(sum.cost()).map(|(a, b)| a + b);
             llm_calls += sum.calls as u32;
         }
+        let status = record.status();
+        let pending_approval = match (status, record.approval_expires_at) {
+            (SessionStatus::AwaitingApproval, Some(expires_at)) => steps
+                .iter()
+                .find(|s| s.step_index == record.next_step)
+                .and_then(|s| s.action.as_ref())
+                .map(|action| PendingApproval {
+                    step: record.next_step as u32,
+                    tool: action.0.tool.clone(),
+                    args: action.0.args.clone(),
+                    expires_at,
+                }),
+            _ => None,
+        };
         let steps: Vec<AgentStep> = steps
             .into_iter()
             .map(|s| {
@@ -190,12 +251,17 @@ impl Store {
                     final_answer: s.final_answer,
                     usage: sum.map(CallSums::usage).unwrap_or_default(),
                     cost_usd: sum.map_or(Some(Decimal::ZERO), CallSums::cost),
+                    approval: s.approved_at.map(|decided_at| StepApproval {
+                        approved: s.approval.as_deref() == Some("approved"),
+                        reason: s.approval_reason,
+                        decided_by: s.approved_by,
+                        decided_at,
+                    }),
                     started_at: s.started_at,
                     finished_at: s.finished_at,
                 }
             })
             .collect();
-        let status = record.status();
         Ok(Some(AgentSession {
             session_id: record.id,
             org_id: record.org_id,
@@ -217,104 +283,11 @@ impl Store {
                 code,
                 message: record.error_message.unwrap_or_default(),
             }),
+            pending_approval,
+            deadline_at: record.deadline_at,
             created_at: record.created_at,
             updated_at: record.updated_at,
             version: record.version,
         }))
-    }
-
-    /// Sets the cancel flag of an unfinished session of this org (Postgres, then Redis).
-    #[tracing::instrument(skip_all, fields(session_id = %id))]
-    pub async fn request_cancel(&self, id: Uuid, org_id: Uuid) -> anyhow::Result<CancelOutcome> {
-        let updated = sqlx::query(concat!(
-            "UPDATE sessions SET cancel_requested = true, version = version + 1, updated_at = now()
-             WHERE id = $1 AND org_id = $2 AND ",
-            unfinished!()
-        ))
-        .bind(id)
-        .bind(org_id)
-        .execute(&self.pg)
-        .await?
-        .rows_affected();
-        if updated == 1 {
-            self.set_cancel_flag(id).await;
-            return Ok(CancelOutcome::Requested);
-        }
-        Ok(match self.session_record(id).await? {
-            Some(record) if record.org_id == org_id => {
-                CancelOutcome::AlreadyFinished(record.status())
-            }
-            _ => CancelOutcome::NotFound,
-        })
-    }
-
-    /// `pending` becomes `running`; any other state is left alone.
-    pub async fn mark_running(&self, id: Uuid) -> sqlx::Result<bool> {
-        let updated = sqlx::query(
-            "UPDATE sessions SET status = 'running', version = version + 1, updated_at = now()
-             WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(id)
-        .execute(&self.pg)
-        .await?;
-        Ok(updated.rows_affected() == 1)
-    }
-
-    /// Moves an unfinished session to a terminal state; false if it had already finished.
-    #[tracing::instrument(skip_all, fields(session_id = %id, status = %status))]
-    pub async fn finish_session(
-        &self,
-        id: Uuid,
-        status: SessionStatus,
-        final_answer: Option<&str>,
-        error: Option<&SessionError>,
-    ) -> sqlx::Result<bool> {
-        debug_assert!(status.is_terminal());
-        let updated = sqlx::query(concat!(
-            "UPDATE sessions SET status = $2, final_answer = $3, error_code = $4, error_message = $5,
-                 lease_owner = NULL, lease_until = NULL, version = version + 1, updated_at = now()
-             WHERE id = $1 AND ",
-            unfinished!()
-        ))
-        .bind(id)
-        .bind(status.as_str())
-        .bind(final_answer)
-        .bind(error.map(|e| e.code.as_str()))
-        .bind(error.map(|e| e.message.as_str()))
-        .execute(&self.pg)
-        .await?;
-        Ok(updated.rows_affected() == 1)
-    }
-
-    /// Compare-and-set of `next_step` from `step` to `step + 1`; false if someone else advanced it
-    /// or the session finished.
-    #[tracing::instrument(skip_all, fields(session_id = %id, step))]
-    pub async fn advance(&self, id: Uuid, step: u32) -> sqlx::Result<bool> {
-        let updated = sqlx::query(concat!(
-            "UPDATE sessions SET next_step = $2 + 1, version = version + 1, updated_at = now()
-             WHERE id = $1 AND next_step = $2 AND ",
-            unfinished!()
-        ))
-        .bind(id)
-        .bind(step as i32)
-        .execute(&self.pg)
-        .await?;
-        Ok(updated.rows_affected() == 1)
-    }
-}
-
-impl Store {
-    /// The cancel check before an LLM or tool call: the Redis flag, then Postgres (the truth,
-    /// which still holds the flag if Redis lost it).
-    pub async fn cancel_requested(&self, id: Uuid) -> sqlx::Result<bool> {
-        if self.cancel_flagged(id).await {
-            return Ok(true);
-        }
-        let flagged: Option<bool> =
-            sqlx::query_scalar("SELECT cancel_requested FROM sessions WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pg)
-                .await?;
-        Ok(flagged.unwrap_or(false))
     }
 }

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::Store;
+use super::lease::{Lease, LeaseLost};
+use super::{Store, WriteError};
 use crate::schemas::ToolCall;
 
 /// What the model decided at a step.
@@ -32,28 +33,33 @@ pub struct StepRow {
     pub observation: Option<Json<serde_json::Value>>,
     pub tool_started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// `approved` or `rejected`, once a human decided.
+    pub approval: Option<String>,
+    pub approval_reason: Option<String>,
 }
 
 macro_rules! step_columns {
     () => {
         "step_index, thought, llm_content, action, is_final, final_answer, observation, \
-         tool_started_at, finished_at"
+         tool_started_at, finished_at, approval, approval_reason"
     };
 }
 
 impl Store {
     /// Stores the decision unless one is already stored, then returns the stored one.
-    #[tracing::instrument(skip_all, fields(session_id = %session_id, step))]
+    #[tracing::instrument(skip_all, fields(session_id = %lease.session_id, step))]
     pub async fn insert_decision(
         &self,
-        session_id: Uuid,
+        lease: &Lease,
         step: u32,
         decision: &Decision,
-    ) -> sqlx::Result<StepRow> {
+    ) -> Result<StepRow, WriteError> {
+        let session_id = lease.session_id;
         sqlx::query(
             "INSERT INTO steps (session_id, step_index, thought, llm_content, action, is_final,
                                 final_answer, started_at, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5::jsonb IS NULL THEN now() END)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5::jsonb IS NULL THEN now() END
+             WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $9)
              ON CONFLICT (session_id, step_index) DO NOTHING",
         )
         .bind(session_id)
@@ -64,10 +70,13 @@ impl Store {
         .bind(decision.is_final)
         .bind(&decision.final_answer)
         .bind(decision.started_at)
+        .bind(lease.fence)
         .execute(&self.pg)
         .await?;
-        let stored = self.step(session_id, step).await?;
-        stored.ok_or(sqlx::Error::RowNotFound)
+        match self.step(session_id, step).await? {
+            Some(stored) => Ok(stored),
+            None => Err(LeaseLost(session_id).into()),
+        }
     }
 
     pub async fn step(&self, session_id: Uuid, step: u32) -> sqlx::Result<Option<StepRow>> {
@@ -97,30 +106,40 @@ impl Store {
     }
 
     /// Marks the tool as started; false if an earlier attempt already had (its outcome unknown).
-    pub async fn mark_tool_started(&self, session_id: Uuid, step: u32) -> sqlx::Result<bool> {
+    pub async fn mark_tool_started(&self, lease: &Lease, step: u32) -> Result<bool, WriteError> {
         let updated = sqlx::query(
             "UPDATE steps SET tool_started_at = now()
-             WHERE session_id = $1 AND step_index = $2 AND tool_started_at IS NULL",
+             WHERE session_id = $1 AND step_index = $2 AND tool_started_at IS NULL
+               AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $3)",
         )
-        .bind(session_id)
+        .bind(lease.session_id)
         .bind(step as i32)
+        .bind(lease.fence)
         .execute(&self.pg)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        if updated.rows_affected() == 1 {
+            return Ok(true);
+        }
+        if !self.holds_lease(lease).await? {
+            return Err(LeaseLost(lease.session_id).into());
+        }
+        Ok(false)
     }
 
     /// Stores the observation unless one is already stored, then returns the stored one.
-    #[tracing::instrument(skip_all, fields(session_id = %session_id, step))]
+    #[tracing::instrument(skip_all, fields(session_id = %lease.session_id, step))]
     pub async fn record_observation(
         &self,
-        session_id: Uuid,
+        lease: &Lease,
         step: u32,
         observation: &serde_json::Value,
-    ) -> sqlx::Result<serde_json::Value> {
-        let stored: Json<serde_json::Value> = sqlx::query_scalar(
+    ) -> Result<serde_json::Value, WriteError> {
+        let session_id = lease.session_id;
+        let stored: Option<Json<serde_json::Value>> = sqlx::query_scalar(
             "WITH written AS (
                  UPDATE steps SET observation = $3, finished_at = now()
                  WHERE session_id = $1 AND step_index = $2 AND observation IS NULL
+                   AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $4)
                  RETURNING observation)
              SELECT observation FROM written
              UNION ALL
@@ -131,8 +150,11 @@ impl Store {
         .bind(session_id)
         .bind(step as i32)
         .bind(Json(observation))
-        .fetch_one(&self.pg)
+        .bind(lease.fence)
+        .fetch_optional(&self.pg)
         .await?;
-        Ok(stored.0)
+        stored
+            .map(|s| s.0)
+            .ok_or_else(|| LeaseLost(session_id).into())
     }
 }

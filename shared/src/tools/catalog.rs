@@ -7,12 +7,14 @@ use super::{ToolCategory, ToolDefinition};
 use crate::config::ToolSettings;
 
 pub const ECHO: &str = "echo";
+pub const ECHO_APPROVED: &str = "echo_approved";
 
 /// The tools this deployment offers, in a stable order.
 pub fn builtin_definitions(settings: &ToolSettings) -> Vec<ToolDefinition> {
     let mut tools = Vec::new();
     if settings.test_tools {
         tools.push(echo());
+        tools.push(echo_approved());
     }
     tools
 }
@@ -35,5 +37,16 @@ fn echo() -> ToolDefinition {
         category: ToolCategory::Test,
         requires_approval: false,
         idempotent: true,
+    }
+}
+
+/// A test-only tool like `echo` that needs a human's approval and counts as a side effect.
+fn echo_approved() -> ToolDefinition {
+    ToolDefinition {
+        name: ECHO_APPROVED.into(),
+        description: "Test tool: like echo, but every call needs a human's approval.".into(),
+        requires_approval: true,
+        idempotent: false,
+        ..echo()
     }
 }

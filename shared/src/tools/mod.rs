@@ -6,7 +6,7 @@
 mod catalog;
 mod registry;
 
-pub use catalog::{ECHO, builtin_definitions};
+pub use catalog::{ECHO, ECHO_APPROVED, builtin_definitions};
 pub use registry::ToolRegistry;
 
 use serde::{Deserialize, Serialize};
@@ -86,4 +86,10 @@ pub trait Tool: Send + Sync {
         args: serde_json::Value,
         ctx: &ToolContext,
     ) -> Result<serde_json::Value, ToolError>;
+
+    /// Whether this call may run again after a crash left its outcome unknown. Defaults to the
+    /// tool's `idempotent`; a tool like web_fetch decides per call (GET yes, POST no).
+    fn is_idempotent(&self, _args: &serde_json::Value) -> bool {
+        self.definition().idempotent
+    }
 }

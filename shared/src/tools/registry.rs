@@ -73,6 +73,13 @@ impl ToolRegistry {
             .collect()
     }
 
+    /// Whether a call may run again after a crash left its outcome unknown (unknown tools: no).
+    pub fn is_idempotent(&self, name: &str, args: &serde_json::Value) -> bool {
+        self.tools
+            .get(name)
+            .is_some_and(|entry| entry.tool.is_idempotent(args))
+    }
+
     /// Problems with `args` for the named tool, as readable lines; empty when they are valid.
     pub fn check_args(&self, name: &str, args: &serde_json::Value) -> Result<(), String> {
         let Some(entry) = self.tools.get(name) else {

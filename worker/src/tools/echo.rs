@@ -1,26 +1,28 @@
-//! `echo`, a test-only tool (`AGENTQ_TEST_TOOLS=true`): returns its text after an optional delay,
-//! which lets tests hold a step in its tool call.
+//! `echo` and `echo_approved`, test-only tools (`AGENTQ_TEST_TOOLS=true`): return their text after
+//! an optional delay, which lets tests hold a step in its tool call. `echo_approved` needs a
+//! human's approval and counts as a side effect.
 
 use std::time::Duration;
 
 use agentq_shared::config::ToolSettings;
-use agentq_shared::tools::{
-    ECHO, Tool, ToolContext, ToolDefinition, ToolError, builtin_definitions,
-};
+use agentq_shared::tools::{Tool, ToolContext, ToolDefinition, ToolError, builtin_definitions};
 use serde_json::{Value, json};
 
-pub struct Echo;
+pub struct Echo {
+    pub name: &'static str,
+}
 
 #[async_trait::async_trait]
 impl Tool for Echo {
     fn definition(&self) -> ToolDefinition {
-        builtin_definitions(&ToolSettings {
+        let settings = ToolSettings {
             test_tools: true,
             ..Default::default()
-        })
-        .into_iter()
-        .find(|d| d.name == ECHO)
-        .unwrap_or_else(|| unreachable!("echo is in the catalog when test tools are on"))
+        };
+        builtin_definitions(&settings)
+            .into_iter()
+            .find(|d| d.name == self.name)
+            .unwrap_or_else(|| unreachable!("test tools are in the catalog when turned on"))
     }
 
     async fn call(&self, args: Value, _ctx: &ToolContext) -> Result<Value, ToolError> {

@@ -5,14 +5,17 @@ mod echo;
 use std::sync::Arc;
 
 use agentq_shared::config::ToolSettings;
-use agentq_shared::tools::{ECHO, ToolRegistry, builtin_definitions};
+use agentq_shared::tools::{ECHO, ECHO_APPROVED, Tool, ToolRegistry, builtin_definitions};
 
 /// The registry of every tool this deployment offers.
 pub fn registry(settings: &ToolSettings) -> anyhow::Result<ToolRegistry> {
     let mut registry = ToolRegistry::new();
     for definition in builtin_definitions(settings) {
-        let tool = match definition.name.as_str() {
-            ECHO => Arc::new(echo::Echo),
+        let tool: Arc<dyn Tool> = match definition.name.as_str() {
+            ECHO => Arc::new(echo::Echo { name: ECHO }),
+            ECHO_APPROVED => Arc::new(echo::Echo {
+                name: ECHO_APPROVED,
+            }),
             other => anyhow::bail!("tool {other:?} is in the catalog but has no implementation"),
         };
         registry.register(tool)?;

@@ -1,0 +1,429 @@
+//! The durability promises: duplicate deliveries, fenced leases, cancellation that stops work,
+//! approvals, idempotent creation, deadlines, and a queue rebuilt after Redis lost everything.
+
+use std::time::{Duration, Instant};
+
+use agentq_cli::stand_in::Turn;
+use agentq_shared::queue::StepJob;
+use agentq_shared::schemas::SessionStatus;
+use agentq_shared::store::{Decision, LeaseLost, WriteError};
+use pretty_assertions::assert_eq;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::TestEnv;
+
+async fn count(env: &TestEnv, sql: &'static str, id: uuid::Uuid) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(&env.pg)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_job_delivered_twice_at_once_makes_one_step() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    let key = env.key("acme").await;
+    env.llm.script(
+        "marker-dup",
+        vec![
+            Turn::tool("echo", json!({"text": "once", "delay_ms": 300}))
+                .delay(Duration::from_millis(500)),
+            Turn::answer("done once").delay(Duration::from_millis(500)),
+        ],
+    );
+    let id = env.run(&key, "marker-dup: go", json!({})).await;
+    let ctx = env.worker_context().await;
+    for step in 0..2 {
+        let job = StepJob {
+            session_id: id,
+            step,
+        };
+        let (a, b) = tokio::join!(
+            agentq_worker::step::run_step(&ctx, job),
+            agentq_worker::step::run_step(&ctx, job)
+        );
+        a.unwrap();
+        b.unwrap();
+    }
+    let session = env.wait_status(&key, id, SessionStatus::Completed).await;
+    assert_eq!(session.steps.len(), 2);
+    assert_eq!(
+        env.llm.calls_for("marker-dup").len(),
+        2,
+        "one LLM call per step"
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM llm_calls WHERE session_id = $1",
+            id
+        )
+        .await,
+        2
+    );
+    // A late third delivery of a finished step changes nothing.
+    agentq_worker::step::run_step(
+        &ctx,
+        StepJob {
+            session_id: id,
+            step: 0,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(env.llm.calls_for("marker-dup").len(), 2);
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_cannot_write() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    let key = env.key("acme").await;
+    env.llm.script("marker-fence", vec![]);
+    let id = env.run(&key, "marker-fence: hi", json!({})).await;
+    let ctx = env.worker_context().await;
+    let ttl = Duration::from_secs(30);
+    let stale = ctx
+        .store
+        .take_lease(id, "stale", ttl)
+        .await
+        .unwrap()
+        .expect("free lease");
+    assert!(
+        ctx.store
+            .take_lease(id, "other", ttl)
+            .await
+            .unwrap()
+            .is_none(),
+        "a live lease is exclusive"
+    );
+    // The stale holder pauses past its lease; a successor takes over.
+    sqlx::query("UPDATE sessions SET lease_until = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(&env.pg)
+        .await
+        .unwrap();
+    let successor = ctx
+        .store
+        .take_lease(id, "successor", ttl)
+        .await
+        .unwrap()
+        .expect("expired lease");
+    assert!(successor.fence > stale.fence);
+    let decision = Decision {
+        thought: None,
+        llm_content: json!([{"type": "text", "text": "late"}]),
+        action: None,
+        is_final: true,
+        final_answer: Some("late".into()),
+        started_at: chrono::Utc::now(),
+    };
+    let refused = ctx
+        .store
+        .insert_decision(&stale, 0, &decision)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, WriteError::LeaseLost(LeaseLost(lost)) if lost == id));
+    assert!(!ctx.store.renew_lease(&stale, ttl).await.unwrap());
+    assert!(matches!(
+        ctx.store.advance(&stale, 0).await,
+        Err(WriteError::LeaseLost(_))
+    ));
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM steps WHERE session_id = $1", id).await,
+        0
+    );
+    ctx.store
+        .insert_decision(&successor, 0, &decision)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn cancel_during_a_long_tool_call_stops_it_within_two_seconds() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    env.start_worker();
+    let key = env.key("acme").await;
+    env.llm.script(
+        "marker-long",
+        vec![
+            Turn::tool("echo", json!({"text": "slow", "delay_ms": 20000})),
+            Turn::answer("never"),
+        ],
+    );
+    let id = env
+        .run(&key, "marker-long: take your time", json!({}))
+        .await;
+    env.wait_until(&key, id, "in its tool call", |s| s.steps.len() == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let (status, _) = env.cancel(&key, id).await;
+    assert_eq!(status, 202);
+    let session = env.wait_status(&key, id, SessionStatus::Cancelled).await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(2), "cancelled after {took:?}");
+    let observation = session.steps[0]
+        .observation
+        .clone()
+        .expect("the stopped tool's observation");
+    assert_eq!(
+        observation["error"],
+        json!("stopped: the session was cancelled")
+    );
+    assert_eq!(observation["result"], json!(null));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        env.llm.calls_for("marker-long").len(),
+        1,
+        "no LLM call after the cancel"
+    );
+}
+
+#[tokio::test]
+async fn approve_and_reject_resume_the_session_through_the_api() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    env.start_worker();
+    let key = env.key("acme").await;
+    let other = env.key("other-org").await;
+    for (marker, approved) in [("marker-approve", true), ("marker-reject", false)] {
+        env.llm.script(
+            marker,
+            vec![
+                Turn::tool("echo_approved", json!({"text": "guarded"})),
+                Turn::answer("all done"),
+            ],
+        );
+        let id = env
+            .run(
+                &key,
+                &format!("{marker}: do it"),
+                json!({"tools": ["echo_approved"]}),
+            )
+            .await;
+        let waiting = env
+            .wait_until(&key, id, "awaiting approval", |s| {
+                s.status == SessionStatus::AwaitingApproval
+            })
+            .await;
+        let pending = waiting
+            .pending_approval
+            .clone()
+            .expect("the pending call is shown");
+        assert_eq!(
+            (pending.step, pending.tool.as_str(), pending.args.clone()),
+            (0, "echo_approved", json!({"text": "guarded"}))
+        );
+        assert_eq!(
+            waiting.steps[0].observation, None,
+            "nothing ran before approval"
+        );
+
+        let path = format!("/v1/agents/{id}/approve");
+        let decision = json!({"step": 0, "approved": approved, "reason": "checked by a human"});
+        let (status, _) = env
+            .request(Method::POST, &path, Some(&other), Some(decision.clone()))
+            .await;
+        assert_eq!(status, 404, "another org can't approve");
+        let (status, body) = env
+            .request(
+                Method::POST,
+                &path,
+                Some(&key),
+                Some(json!({"step": 1, "approved": true})),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (409, json!("not_awaiting_approval"))
+        );
+        let (status, body) = env
+            .request(Method::POST, &path, Some(&key), Some(decision))
+            .await;
+        assert_eq!(status, 202, "{body}");
+
+        let session = env.wait_status(&key, id, SessionStatus::Completed).await;
+        let step = &session.steps[0];
+        let approval = step
+            .approval
+            .clone()
+            .expect("the decision is stored with the step");
+        assert_eq!(
+            (approval.approved, approval.reason.as_deref()),
+            (approved, Some("checked by a human"))
+        );
+        assert!(approval.decided_by.is_some());
+        let observation = step.observation.clone().expect("observation");
+        let second_call = &env.llm.calls_for(marker)[1].request["messages"][2]["content"][0];
+        if approved {
+            assert_eq!(observation["result"], json!({"text": "guarded"}));
+            assert_eq!(second_call["is_error"], json!(false));
+        } else {
+            assert_eq!(
+                observation["error"],
+                json!("a human reviewer rejected this tool call: checked by a human")
+            );
+            assert_eq!(
+                second_call["is_error"],
+                json!(true),
+                "the agent sees the rejection"
+            );
+        }
+        let (status, _) = env
+            .request(
+                Method::POST,
+                &path,
+                Some(&key),
+                Some(json!({"step": 0, "approved": true})),
+            )
+            .await;
+        assert_eq!(status, 409, "a finished session can't be approved again");
+    }
+}
+
+#[tokio::test]
+async fn an_unanswered_approval_expires() {
+    let mut env = TestEnv::new().await;
+    env.set("AGENTQ_APPROVAL_TTL_SECS", "1");
+    env.set("AGENTQ_RECONCILE_EVERY_MS", "200");
+    env.start_api().await;
+    env.start_worker();
+    let key = env.key("acme").await;
+    env.llm.script(
+        "marker-expire",
+        vec![
+            Turn::tool("echo_approved", json!({"text": "x"})),
+            Turn::answer("no"),
+        ],
+    );
+    let id = env
+        .run(
+            &key,
+            "marker-expire: wait",
+            json!({"tools": ["echo_approved"]}),
+        )
+        .await;
+    env.wait_until(&key, id, "awaiting approval", |s| {
+        s.status == SessionStatus::AwaitingApproval
+    })
+    .await;
+    let session = env.wait_status(&key, id, SessionStatus::Failed).await;
+    assert_eq!(session.error.expect("error").code, "approval_expired");
+    assert_eq!(session.steps[0].observation, None, "the tool never ran");
+    let path = format!("/v1/agents/{id}/approve");
+    let (status, _) = env
+        .request(
+            Method::POST,
+            &path,
+            Some(&key),
+            Some(json!({"step": 0, "approved": true})),
+        )
+        .await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_same_session() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    let key = env.key("acme").await;
+    let url = format!("{}/v1/agents/run", env.api_url);
+    let post = |idempotency: &str, body: serde_json::Value| {
+        env.http
+            .post(&url)
+            .bearer_auth(&key)
+            .header("Idempotency-Key", idempotency)
+            .json(&body)
+            .send()
+    };
+    let body = json!({"messages": [{"role": "user", "content": "once"}], "max_steps": 3});
+    let first = post("k-1", body.clone()).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: serde_json::Value = first.json().await.unwrap();
+    // The same request, keys in another order: the same session.
+    let reordered = json!({"max_steps": 3, "messages": [{"content": "once", "role": "user"}]});
+    let again = post("k-1", reordered).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["session_id"], first["session_id"]);
+    let changed = post(
+        "k-1",
+        json!({"messages": [{"role": "user", "content": "twice"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed.status(), 409);
+    let changed: serde_json::Value = changed.json().await.unwrap();
+    assert_eq!(changed["error"]["code"], json!("idempotency_key_reused"));
+    let other = post("k-2", body)
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_ne!(other["session_id"], first["session_id"]);
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&env.pg)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 2);
+}
+
+#[tokio::test]
+async fn a_session_past_its_deadline_fails() {
+    let mut env = TestEnv::new().await;
+    env.set("AGENTQ_SESSION_DEADLINE_SECS", "1");
+    env.start_api().await;
+    env.start_worker();
+    let key = env.key("acme").await;
+    env.llm.script(
+        "marker-deadline",
+        vec![
+            Turn::tool("echo", json!({"text": "x", "delay_ms": 10000})),
+            Turn::answer("late"),
+        ],
+    );
+    let id = env.run(&key, "marker-deadline: slow", json!({})).await;
+    let session = env.wait_status(&key, id, SessionStatus::Failed).await;
+    assert_eq!(session.error.expect("error").code, "deadline_exceeded");
+    assert_eq!(env.llm.calls_for("marker-deadline").len(), 1);
+}
+
+#[tokio::test]
+async fn sessions_survive_a_redis_that_lost_everything() {
+    let mut env = TestEnv::new().await;
+    env.set("AGENTQ_STALL_AFTER_MS", "1000");
+    env.set("AGENTQ_RECONCILE_EVERY_MS", "200");
+    env.start_api().await;
+    let key = env.key("acme").await;
+    env.llm.script(
+        "marker-flush",
+        vec![
+            Turn::tool("echo", json!({"text": "a"})),
+            Turn::answer("survived"),
+        ],
+    );
+    let id = env.run(&key, "marker-flush: go", json!({})).await;
+    // The queued job vanishes (as in a FLUSHALL or a restart without persistence).
+    let mut redis = env.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", env.redis_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    env.start_worker();
+    let session = env.wait_status(&key, id, SessionStatus::Completed).await;
+    assert_eq!(session.final_answer.as_deref(), Some("survived"));
+    assert_eq!(session.steps.len(), 2);
+}
