@@ -51,6 +51,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a tool by hand with the worker's configuration (no approval step: an operator's tool).
+    #[command(subcommand)]
+    Tool(ToolCommand),
     /// Serve agentq's local stand-in model (speaks the Anthropic Messages API; not Claude).
     StandInLlm {
         #[arg(long, default_value = "127.0.0.1:8089")]
@@ -66,5 +69,17 @@ pub enum Admin {
     CreateKey {
         #[arg(long)]
         org: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ToolCommand {
+    /// Run one tool call and print its ToolResult as JSON; exit code 1 when it failed.
+    Run {
+        /// Tool name, e.g. web_fetch.
+        name: String,
+        /// The arguments, as a JSON object.
+        #[arg(long)]
+        args: String,
     },
 }

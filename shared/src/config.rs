@@ -281,7 +281,7 @@ pub struct Durability {
 impl Durability {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(Self {
-            lease_ttl: env.millis("AGENTQ_LEASE_TTL_MS", 15_000)?,
+            lease_ttl: env.millis("AGENTQ_LEASE_TTL_MS", 6_000)?,
             reconcile_every: env.millis("AGENTQ_RECONCILE_EVERY_MS", 5_000)?,
             stall_after: env.millis("AGENTQ_STALL_AFTER_MS", 30_000)?,
             approval_ttl: env.secs("AGENTQ_APPROVAL_TTL_SECS", 24 * 3600)?,

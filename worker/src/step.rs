@@ -12,6 +12,7 @@
 //! Returning `Ok(())` acks the job; an `Err` (Postgres or Redis unreachable) lets apalis retry it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentq_shared::queue::{self, StepJob};
 use agentq_shared::schemas::{SessionError, SessionStatus};
@@ -74,13 +75,8 @@ pub async fn run_step(ctx: &Context, job: StepJob) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let owner = format!("{}/{}", ctx.worker_name, Uuid::new_v4().simple());
-    let Some(lease) = ctx
-        .store
-        .take_lease(id, &owner, ctx.config.durability.lease_ttl)
-        .await?
-    else {
-        tracing::debug!("another worker holds the session; duplicate job acked");
+    let Some(lease) = take_lease_patiently(ctx, id, n).await? else {
+        tracing::debug!("another worker holds the session and is alive; duplicate job acked");
         return Ok(());
     };
     match leased_step(ctx, &session, &lease, n).await {
@@ -93,6 +89,31 @@ pub async fn run_step(ctx: &Context, job: StepJob) -> anyhow::Result<()> {
             // Let the retry (or another worker) take over at once instead of after the TTL.
             let _ = ctx.store.release_lease(&lease).await;
             Err(e)
+        }
+    }
+}
+
+/// Takes the session's lease. If another worker holds it, waits for that lease to run out: a
+/// job redelivered after its worker died finds the dead worker's lease still live for up to one
+/// TTL. Gives up (`None`: a duplicate) when the holder keeps renewing or moves the session on.
+async fn take_lease_patiently(ctx: &Context, id: Uuid, n: u32) -> anyhow::Result<Option<Lease>> {
+    let owner = format!("{}/{}", ctx.worker_name, Uuid::new_v4().simple());
+    let ttl = ctx.config.durability.lease_ttl;
+    let give_up = std::time::Instant::now() + ttl + ttl / 2;
+    let pause = (ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        if let Some(lease) = ctx.store.take_lease(id, &owner, ttl).await? {
+            return Ok(Some(lease));
+        }
+        if std::time::Instant::now() >= give_up {
+            return Ok(None);
+        }
+        tokio::time::sleep(pause).await;
+        let still_current = ctx.store.session_row(id).await?.is_some_and(|s| {
+            s.next_step == n && matches!(s.status, SessionStatus::Pending | SessionStatus::Running)
+        });
+        if !still_current {
+            return Ok(None);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use agentq_shared::queue::{self, StepJob};
 use agentq_shared::schemas::{
-    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, SessionError, SessionStatus,
+    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, SessionStatus,
 };
 use agentq_shared::store::{ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, sha256_hex};
 use apalis::prelude::TaskId;
@@ -99,21 +99,8 @@ pub async fn run(
     )
     .await
     {
-        tracing::error!(session_id = %id, error = %e, "cannot enqueue the first step");
-        let error = SessionError {
-            code: "queue_unavailable".into(),
-            message: "the job queue could not be reached when the session was created".into(),
-        };
-        state
-            .store
-            .finish_session(id, None, SessionStatus::Failed, None, Some(&error))
-            .await?;
-        state.store.refresh_snapshot(id).await?;
-        return Err(ApiError::client(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_unavailable",
-            "the job queue is unavailable; try again shortly",
-        ));
+        // The session is safe in Postgres: the reconciler enqueues it once Redis answers again.
+        tracing::warn!(session_id = %id, error = %e, "cannot enqueue the first step yet; the reconciler will");
     }
     tracing::info!(session_id = %id, org_id = %principal.org_id, model = %run.model, "session created");
     let poll_url = format!("/v1/agents/{id}");

@@ -137,7 +137,9 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             print_value(json, &body, || render::tools(&body));
             Ok(0)
         }
-        Command::Admin(_) | Command::StandInLlm { .. } => unreachable!("handled by commands::run"),
+        Command::Admin(_) | Command::StandInLlm { .. } | Command::Tool(_) => {
+            unreachable!("handled by commands::run")
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 mod admin;
 mod client;
 mod render;
+mod tool;
 
 use crate::args::{Cli, Command};
 
@@ -9,6 +10,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Admin(admin) => admin::run(admin).await.map(|()| 0),
         Command::StandInLlm { listen } => crate::stand_in::serve(listen).await.map(|()| 0),
+        Command::Tool(tool) => tool::run(tool).await,
         other => client::run(other).await,
     }
 }

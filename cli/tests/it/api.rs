@@ -91,8 +91,27 @@ async fn keys_are_required_and_sessions_are_private_to_their_org() {
         .request(Method::GET, "/v1/tools", Some(&bob), None)
         .await;
     assert_eq!(status, 200);
-    assert_eq!(body["tools"][0]["name"], json!("echo"));
-    assert_eq!(body["tools"][0]["idempotent"], json!(true));
+    let tools: Vec<(&str, bool, bool)> = body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let flag = |name: &str| t[name].as_bool().unwrap();
+            (
+                t["name"].as_str().unwrap(),
+                flag("requires_approval"),
+                flag("idempotent"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tools,
+        vec![
+            ("web_fetch", false, true),
+            ("echo", false, true),
+            ("echo_approved", true, false)
+        ]
+    );
 }
 
 #[tokio::test]

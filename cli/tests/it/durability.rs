@@ -427,3 +427,35 @@ async fn sessions_survive_a_redis_that_lost_everything() {
     assert_eq!(session.final_answer.as_deref(), Some("survived"));
     assert_eq!(session.steps.len(), 2);
 }
+
+#[tokio::test]
+async fn sigterm_lets_the_running_step_finish() {
+    let mut env = TestEnv::new().await;
+    env.set("AGENTQ_SHUTDOWN_GRACE_SECS", "10");
+    env.start_api().await;
+    let worker = env.start_worker();
+    let key = env.key("acme").await;
+    env.llm.script(
+        "marker-term",
+        vec![
+            Turn::tool("echo", json!({"text": "finish me", "delay_ms": 1500})),
+            Turn::answer("after restart"),
+        ],
+    );
+    let id = env.run(&key, "marker-term: go", json!({})).await;
+    env.wait_until(&key, id, "in its tool call", |s| s.steps.len() == 1)
+        .await;
+    let status = env.terminate(worker).await;
+    assert!(status.success(), "worker exit: {status}");
+    let session = env.session(&key, id).await;
+    let observation = session.steps[0]
+        .observation
+        .clone()
+        .expect("the step finished before exit");
+    assert_eq!(observation["result"], json!({"text": "finish me"}));
+
+    env.start_worker();
+    let session = env.wait_status(&key, id, SessionStatus::Completed).await;
+    assert_eq!(session.final_answer.as_deref(), Some("after restart"));
+    assert_eq!(env.llm.calls_for("marker-term").len(), 2);
+}

@@ -156,7 +156,7 @@ impl TestEnv {
         command
     }
 
-    fn spawn(&mut self, binary_name: &str) {
+    fn spawn(&mut self, binary_name: &str) -> usize {
         let log = std::env::temp_dir().join(format!(
             "{}-{binary_name}-{}.log",
             self.redis_prefix,
@@ -170,6 +170,32 @@ impl TestEnv {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary_name}: {e}"));
         self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// The process id of a process started here (the recovery benchmark finds lease owners).
+    #[allow(dead_code)]
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.children[index].id()
+    }
+
+    /// SIGKILLs a process started by this environment and reaps it.
+    pub async fn kill(&mut self, index: usize) {
+        let child = &mut self.children[index];
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+
+    /// Sends SIGTERM to a process started here and waits for it to exit.
+    pub async fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
+        let child = &mut self.children[index];
+        let pid = child.id().expect("running child") as i32;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        child.wait().await.expect("child exits")
     }
 
     pub async fn start_api(&mut self) {
@@ -192,8 +218,9 @@ impl TestEnv {
         }
     }
 
-    pub fn start_worker(&mut self) {
-        self.spawn("agentq-worker");
+    /// Starts a worker process; the index is for `kill`/`terminate`.
+    pub fn start_worker(&mut self) -> usize {
+        self.spawn("agentq-worker")
     }
 
     /// A new API key for `org` (created if new).

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod chaos;
 mod cli;
 mod durability;
 mod harness;
 mod sessions;
+mod web;

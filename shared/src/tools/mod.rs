@@ -6,7 +6,7 @@
 mod catalog;
 mod registry;
 
-pub use catalog::{ECHO, ECHO_APPROVED, builtin_definitions};
+pub use catalog::{ECHO, ECHO_APPROVED, WEB_FETCH, builtin_definitions, web_fetch_definition};
 pub use registry::ToolRegistry;
 
 use serde::{Deserialize, Serialize};

@@ -1,17 +1,21 @@
 //! Tool implementations, registered against the catalog of definitions in `agentq_shared::tools`.
 
 mod echo;
+pub mod web_fetch;
 
 use std::sync::Arc;
 
 use agentq_shared::config::ToolSettings;
-use agentq_shared::tools::{ECHO, ECHO_APPROVED, Tool, ToolRegistry, builtin_definitions};
+use agentq_shared::tools::{
+    ECHO, ECHO_APPROVED, Tool, ToolRegistry, WEB_FETCH, builtin_definitions,
+};
 
 /// The registry of every tool this deployment offers.
 pub fn registry(settings: &ToolSettings) -> anyhow::Result<ToolRegistry> {
     let mut registry = ToolRegistry::new();
     for definition in builtin_definitions(settings) {
         let tool: Arc<dyn Tool> = match definition.name.as_str() {
+            WEB_FETCH => Arc::new(web_fetch::WebFetch::new(&settings.web_fetch)?),
             ECHO => Arc::new(echo::Echo { name: ECHO }),
             ECHO_APPROVED => Arc::new(echo::Echo {
                 name: ECHO_APPROVED,
@@ -34,7 +38,10 @@ mod tests {
             ..Default::default()
         };
         let registry = registry(&settings).unwrap();
-        let registered: Vec<_> = registry.list().into_iter().cloned().collect();
-        assert_eq!(registered, builtin_definitions(&settings));
+        let mut registered: Vec<_> = registry.list().into_iter().cloned().collect();
+        let mut catalog = builtin_definitions(&settings);
+        registered.sort_by(|a, b| a.name.cmp(&b.name));
+        catalog.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(registered, catalog);
     }
 }
