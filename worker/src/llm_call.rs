@@ -63,7 +63,7 @@ pub async fn call(
             }
             Err(e) => {
                 let code = match e {
-                    LlmError::Transport(ref m) if m.contains("timed out") => "llm_timeout",
+                    LlmError::Timeout(_) => "llm_timeout",
                     _ => "llm_error",
                 };
                 return Ok(LlmOutcome::Failed {

@@ -459,3 +459,25 @@ async fn sigterm_lets_the_running_step_finish() {
     assert_eq!(session.final_answer.as_deref(), Some("after restart"));
     assert_eq!(env.llm.calls_for("marker-term").len(), 2);
 }
+
+#[tokio::test]
+async fn an_llm_call_past_its_timeout_fails_the_session() {
+    let mut env = TestEnv::new().await;
+    env.set("AGENTQ_LLM_TIMEOUT_SECS", "1");
+    env.start_api().await;
+    env.start_worker();
+    let key = env.key("acme").await;
+    env.llm.script(
+        "marker-llm-slow",
+        vec![Turn::answer("too late").delay(Duration::from_secs(3))],
+    );
+    let id = env.run(&key, "marker-llm-slow: hi", json!({})).await;
+    let session = env.wait_status(&key, id, SessionStatus::Failed).await;
+    let error = session.error.expect("error");
+    assert_eq!(error.code, "llm_timeout");
+    assert_eq!(error.message, "LLM call timed out after 1s");
+    assert_eq!(
+        session.totals.llm_calls, 1,
+        "the timed-out call is in the ledger"
+    );
+}

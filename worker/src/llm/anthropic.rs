@@ -14,6 +14,7 @@ pub const API_VERSION: &str = "2023-06-01";
 
 pub struct AnthropicClient {
     http: reqwest::Client,
+    timeout: Duration,
     endpoint: String,
     api_key: String,
 }
@@ -56,6 +57,7 @@ impl AnthropicClient {
             .build()?;
         Ok(Self {
             http,
+            timeout: config.timeout,
             endpoint: format!("{}/v1/messages", config.base_url),
             api_key: config.api_key.clone(),
         })
@@ -88,12 +90,12 @@ impl LlmClient for AnthropicClient {
             .json(&Self::body(request))
             .send()
             .await
-            .map_err(|e| LlmError::Transport(without_url(e).to_string()))?;
+            .map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| LlmError::Transport(without_url(e).to_string()))?;
+            .map_err(|e| self.transport_error(e))?;
         if status != 200 {
             let message = match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
                 Ok(envelope) => format!("{}: {}", envelope.error.kind, envelope.error.message),
@@ -114,6 +116,16 @@ impl LlmClient for AnthropicClient {
             },
             http_status: status,
         })
+    }
+}
+
+impl AnthropicClient {
+    fn transport_error(&self, e: reqwest::Error) -> LlmError {
+        if e.is_timeout() {
+            LlmError::Timeout(self.timeout)
+        } else {
+            LlmError::Transport(without_url(e).to_string())
+        }
     }
 }
 

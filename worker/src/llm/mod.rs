@@ -31,9 +31,12 @@ pub enum LlmError {
     /// The provider answered with an error status.
     #[error("LLM provider answered {status}: {message}")]
     Status { status: u16, message: String },
-    /// No usable answer: connection refused or reset, timeout, or a body we could not read.
+    /// No usable answer: connection refused or reset, or a body we could not read.
     #[error("LLM call failed: {0}")]
     Transport(String),
+    /// No answer within `AGENTQ_LLM_TIMEOUT_SECS`.
+    #[error("LLM call timed out after {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl LlmError {
@@ -43,14 +46,14 @@ impl LlmError {
             Self::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
             }
-            Self::Transport(_) => true,
+            Self::Transport(_) | Self::Timeout(_) => true,
         }
     }
 
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),
-            Self::Transport(_) => None,
+            Self::Transport(_) | Self::Timeout(_) => None,
         }
     }
 }
