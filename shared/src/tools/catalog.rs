@@ -13,6 +13,8 @@ pub const WEB_FETCH: &str = "web_fetch";
 /// The tools this deployment offers, in a stable order.
 pub fn builtin_definitions(settings: &ToolSettings) -> Vec<ToolDefinition> {
     let mut tools = vec![web_fetch_definition()];
+    tools.extend(super::code_run::definition(settings));
+    tools.extend(super::sql_query::definition(settings));
     if settings.test_tools {
         tools.push(echo());
         tools.push(echo_approved());

@@ -4,7 +4,9 @@
 //! tools and validate requests without linking any tool.
 
 mod catalog;
+pub mod code_run;
 mod registry;
+pub mod sql_query;
 
 pub use catalog::{ECHO, ECHO_APPROVED, WEB_FETCH, builtin_definitions, web_fetch_definition};
 pub use registry::ToolRegistry;

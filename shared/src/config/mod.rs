@@ -35,15 +35,19 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         Env(f)
     }
 
-    fn raw(&self, var: &str) -> Option<String> {
+    pub(crate) fn raw(&self, var: &str) -> Option<String> {
         (self.0)(var).filter(|v| !v.trim().is_empty())
     }
 
-    fn required(&self, var: &'static str, expected: &'static str) -> Result<String, ConfigError> {
+    pub(crate) fn required(
+        &self,
+        var: &'static str,
+        expected: &'static str,
+    ) -> Result<String, ConfigError> {
         self.raw(var).ok_or(ConfigError::Missing { var, expected })
     }
 
-    fn parsed<T: FromStr>(
+    pub(crate) fn parsed<T: FromStr>(
         &self,
         var: &'static str,
         default: T,
@@ -59,7 +63,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
-    fn url(
+    pub(crate) fn url(
         &self,
         var: &'static str,
         value: String,
@@ -76,12 +80,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
-    fn millis(&self, var: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
+    pub(crate) fn millis(
+        &self,
+        var: &'static str,
+        default_ms: u64,
+    ) -> Result<Duration, ConfigError> {
         self.parsed(var, default_ms, "a whole number of milliseconds")
             .map(Duration::from_millis)
     }
 
-    fn secs(&self, var: &'static str, default_s: u64) -> Result<Duration, ConfigError> {
+    pub(crate) fn secs(&self, var: &'static str, default_s: u64) -> Result<Duration, ConfigError> {
         self.parsed(var, default_s, "a whole number of seconds")
             .map(Duration::from_secs)
     }
@@ -128,12 +136,20 @@ impl StoreConfig {
     }
 }
 
+mod code_run;
+mod sql_query;
+
+pub use code_run::CodeRunSettings;
+pub use sql_query::SqlQuerySettings;
+
 /// Which tools this deployment offers, and their limits.
 #[derive(Debug, Clone, Default)]
 pub struct ToolSettings {
-    /// Turns on the test-only `echo` tool (`AGENTQ_TEST_TOOLS=true`).
+    /// Turns on the test-only `echo` tools (`AGENTQ_TEST_TOOLS=true`).
     pub test_tools: bool,
     pub web_fetch: WebFetchSettings,
+    pub code_run: CodeRunSettings,
+    pub sql_query: SqlQuerySettings,
 }
 
 impl ToolSettings {
@@ -141,6 +157,8 @@ impl ToolSettings {
         Ok(Self {
             test_tools: env.parsed("AGENTQ_TEST_TOOLS", false, "true or false")?,
             web_fetch: WebFetchSettings::from_env(env)?,
+            code_run: CodeRunSettings::from_env(env)?,
+            sql_query: SqlQuerySettings::from_env(env)?,
         })
     }
 }
