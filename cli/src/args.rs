@@ -31,6 +31,15 @@ pub enum Command {
         /// Most steps the agent may take (1 to 50, default 10).
         #[arg(long)]
         max_steps: Option<u32>,
+        /// Most tokens the session may spend.
+        #[arg(long)]
+        max_tokens: Option<u64>,
+        /// Most USD the session may spend, e.g. 0.25.
+        #[arg(long)]
+        max_cost_usd: Option<String>,
+        /// `native` (tool use) or `json` (JSON ReAct protocol).
+        #[arg(long)]
+        react_mode: Option<String>,
         /// Wait for the session to finish, printing each step.
         #[arg(long)]
         follow: bool,

@@ -74,9 +74,12 @@ impl PricingTable {
     /// `None` for a model without a price: unknown, never zero.
     pub fn cost(&self, model: &str, usage: Usage) -> Option<Decimal> {
         let price = self.price(model)?;
+        let write_1h = usage.cache_write_1h_tokens.min(usage.cache_write_tokens);
+        let write_5m = usage.cache_write_tokens - write_1h;
         let per_million = Decimal::from(usage.input_tokens) * price.input
             + Decimal::from(usage.output_tokens) * price.output
-            + Decimal::from(usage.cache_write_tokens) * price.cache_write_5m
+            + Decimal::from(write_5m) * price.cache_write_5m
+            + Decimal::from(write_1h) * price.cache_write_1h
             + Decimal::from(usage.cache_read_tokens) * price.cache_read;
         Some((per_million / Decimal::from(1_000_000)).normalize())
     }
@@ -95,6 +98,7 @@ mod tests {
             output_tokens: 567,
             cache_read_tokens: 1000,
             cache_write_tokens: 2000,
+            cache_write_1h_tokens: 0,
         };
         // 1234*3 + 567*15 + 1000*0.30 + 2000*3.75 = 3702 + 8505 + 300 + 7500 = 20007 per million.
         assert_eq!(
@@ -102,6 +106,21 @@ mod tests {
             Some(Decimal::from_str("0.020007").unwrap())
         );
         assert_eq!(table.cost("gpt-4o", usage), None);
+        // 500 of the 2000 cache-write tokens at the 1-hour rate:
+        // 3702 + 8505 + 300 + 1500*3.75 + 500*6 = 21132 per million.
+        let mixed = Usage {
+            cache_write_1h_tokens: 500,
+            ..usage
+        };
+        assert_eq!(
+            table.cost("claude-sonnet-4-5", mixed),
+            Some(Decimal::from_str("0.021132").unwrap())
+        );
+        // Opus 4.5: 1234*5 + 567*25 + 1000*0.5 + 2000*6.25 = 6170 + 14175 + 500 + 12500.
+        assert_eq!(
+            table.cost("claude-opus-4-5-20251101", usage),
+            Some(Decimal::from_str("0.033345").unwrap())
+        );
         assert_eq!(
             table.price("claude-sonnet-4-20250514").unwrap().input,
             Decimal::from(3)

@@ -72,6 +72,9 @@ pub struct Usage {
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
+    /// The part of `cache_write_tokens` written with a 1-hour TTL (priced apart).
+    #[serde(default)]
+    pub cache_write_1h_tokens: u64,
 }
 
 impl Usage {
@@ -80,6 +83,12 @@ impl Usage {
         self.output_tokens += other.output_tokens;
         self.cache_read_tokens += other.cache_read_tokens;
         self.cache_write_tokens += other.cache_write_tokens;
+        self.cache_write_1h_tokens += other.cache_write_1h_tokens;
+    }
+
+    /// Every billed token.
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
     }
 }
 
@@ -90,6 +99,15 @@ pub struct AgentStep {
     pub action: Option<ToolCall>,
     /// The tool's `ToolResult`, as JSON, once the tool has run.
     pub observation: Option<serde_json::Value>,
+    /// Every tool call of the model's turn, in order (`action` is the first), when it made several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ToolCall>,
+    /// Their results, in the same order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observations: Vec<serde_json::Value>,
+    /// What the model answered when it was not what we asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_output: Option<String>,
     pub is_final: bool,
     pub final_answer: Option<String>,
     /// Tokens of every LLM call made for this step (retries included).
@@ -206,6 +224,27 @@ pub struct AgentRunRequest {
     pub tools: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u32>,
+    /// Most tokens (input, output and cache) the session may spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Most USD the session may spend, e.g. 0.50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<serde_json::Number>,
+    /// `native` (tool use, the default) or `json` (the JSON ReAct protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub react_mode: Option<ReactMode>,
+}
+
+/// How the agent talks to the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReactMode {
+    /// The provider's native tool use.
+    #[default]
+    Native,
+    /// Tools described in the system prompt; the model answers
+    /// `{"thought", "action": {"tool", "args"} | null, "is_final", "final_answer"}`.
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,6 +277,19 @@ pub struct ValidatedRun {
     pub model: String,
     pub tools: Vec<String>,
     pub max_steps: u32,
+    #[serde(default)]
+    pub react_mode: ReactMode,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_cost_usd: Option<Decimal>,
+}
+
+/// Defaults the deployment fills in.
+#[derive(Debug, Clone)]
+pub struct RunDefaults {
+    pub model: String,
+    pub react_mode: ReactMode,
 }
 
 impl AgentRunRequest {
@@ -245,11 +297,27 @@ impl AgentRunRequest {
     pub fn validate(
         self,
         available_tools: &[String],
-        default_model: &str,
+        defaults: &RunDefaults,
     ) -> Result<ValidatedRun, Vec<FieldError>> {
         let mut errors = validate_messages(&self.messages);
+        if self.max_tokens == Some(0) {
+            errors.push(FieldError::new("max_tokens", "must be at least 1"));
+        }
+        let max_cost_usd = match &self.max_cost_usd {
+            None => None,
+            Some(number) => match number.to_string().parse::<Decimal>() {
+                Ok(cost) if cost > Decimal::ZERO => Some(cost),
+                _ => {
+                    errors.push(FieldError::new(
+                        "max_cost_usd",
+                        format!("must be a positive amount of USD, got {number}"),
+                    ));
+                    None
+                }
+            },
+        };
         let model = match self.model {
-            None => default_model.to_owned(),
+            None => defaults.model.clone(),
             Some(model) if model.trim().is_empty() || model.len() > MAX_MODEL_NAME => {
                 errors.push(FieldError::new(
                     "model",
@@ -291,6 +359,9 @@ impl AgentRunRequest {
                 model,
                 tools,
                 max_steps,
+                react_mode: self.react_mode.unwrap_or(defaults.react_mode),
+                max_tokens: self.max_tokens,
+                max_cost_usd,
             })
         } else {
             Err(errors)
@@ -367,17 +438,27 @@ mod tests {
         }
     }
 
+    fn defaults(model: &str) -> RunDefaults {
+        RunDefaults {
+            model: model.into(),
+            react_mode: ReactMode::Native,
+        }
+    }
+
     fn run(messages: Vec<Message>) -> AgentRunRequest {
         AgentRunRequest {
             messages,
             model: None,
             tools: None,
             max_steps: None,
+            max_tokens: None,
+            max_cost_usd: None,
+            react_mode: None,
         }
     }
 
     fn fields(request: AgentRunRequest) -> Vec<String> {
-        match request.validate(&["echo".into()], "m") {
+        match request.validate(&["echo".into()], &defaults("m")) {
             Ok(_) => vec![],
             Err(errors) => errors.into_iter().map(|e| e.field).collect(),
         }
@@ -386,7 +467,7 @@ mod tests {
     #[test]
     fn defaults_are_filled_in() {
         let valid = run(vec![msg("system", "be brief"), msg("user", "hi")])
-            .validate(&["echo".into()], "claude-sonnet-4-5")
+            .validate(&["echo".into()], &defaults("claude-sonnet-4-5"))
             .unwrap();
         assert_eq!(valid.model, "claude-sonnet-4-5");
         assert_eq!(valid.tools, vec!["echo".to_string()]);

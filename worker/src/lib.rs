@@ -1,6 +1,7 @@
 //! agentq-worker: apalis workers that pop `StepJob`s from Redis and run the step protocol
 //! (`step.rs`). Scale by running more processes; any of them can die at any moment.
 
+mod decide;
 mod guard;
 pub mod llm;
 mod llm_call;

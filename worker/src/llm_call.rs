@@ -1,10 +1,14 @@
-//! One LLM call of a step, with bounded retries of transient failures. Every attempt goes into
-//! the cost ledger, answered or not, so session totals match what the provider bills.
+//! One LLM call of a step, with bounded retries of transient failures (429 honouring
+//! `retry-after`, 529, 5xx, timeouts, connection resets): exponential backoff with jitter, at most
+//! `AGENTQ_LLM_ATTEMPTS` attempts and `AGENTQ_LLM_RETRY_BUDGET_SECS` of waiting. 400/401/403/404
+//! are not retried. Every attempt goes into the cost ledger, answered or not, so session totals
+//! match what the provider bills.
 
 use std::time::{Duration, Instant};
 
 use agentq_shared::store::LlmCallRecord;
 use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable};
 use uuid::Uuid;
 
 use crate::Context;
@@ -20,59 +24,91 @@ pub enum LlmOutcome {
     },
 }
 
+/// Why an attempt did not answer: the provider (maybe retried) or our ledger (never retried).
+enum AttemptError {
+    Llm(LlmError),
+    Ledger(anyhow::Error),
+}
+
 pub async fn call(
     ctx: &Context,
     id: Uuid,
     n: u32,
     request: &LlmRequest,
 ) -> anyhow::Result<LlmOutcome> {
-    let attempts = ctx.config.llm.attempts.max(1);
-    let mut attempt = 1;
-    loop {
-        let started = Instant::now();
-        let result = ctx.llm.complete(request).await;
-        let (usage, http_status, error) = match &result {
-            Ok(response) => (response.usage, Some(response.http_status), None),
-            Err(e) => (Default::default(), e.http_status(), Some(e.to_string())),
-        };
-        let cost_usd = ctx.pricing.cost(&request.model, usage);
-        if cost_usd.is_none() {
-            tracing::warn!(model = %request.model, "no price for this model: cost recorded as unknown");
-        }
-        ctx.store
-            .record_llm_call(&LlmCallRecord {
-                session_id: id,
-                step_index: n,
-                model: request.model.clone(),
-                ok: result.is_ok(),
-                http_status,
-                usage,
-                cost_usd,
-                duration_ms: started.elapsed().as_millis() as u64,
-                error,
+    let llm = &ctx.config.llm;
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(llm.retry_min_delay)
+        .with_max_delay(Duration::from_secs(20))
+        .with_max_times(llm.attempts.saturating_sub(1) as usize)
+        .with_total_delay(Some(llm.retry_budget))
+        .with_jitter();
+    let result = (|| attempt(ctx, id, n, request))
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e| matches!(e, AttemptError::Llm(e) if e.is_transient()))
+        .adjust(|e, planned| match e {
+            // The provider's own retry-after wins over our schedule, within our budget.
+            AttemptError::Llm(LlmError::Status {
+                retry_after: Some(after),
+                ..
+            }) => planned.map(|_| (*after).min(llm.retry_budget)),
+            _ => planned,
+        })
+        .notify(|e, wait| {
+            if let AttemptError::Llm(e) = e {
+                tracing::warn!(error = %e, ?wait, "transient LLM failure; retrying");
+            }
+        })
+        .await;
+    match result {
+        Ok(response) => Ok(LlmOutcome::Answered(response)),
+        Err(AttemptError::Ledger(e)) => Err(e),
+        Err(AttemptError::Llm(e)) => {
+            let code = match e {
+                LlmError::Timeout(_) => "llm_timeout",
+                _ => "llm_error",
+            };
+            Ok(LlmOutcome::Failed {
+                code,
+                message: e.to_string(),
             })
-            .await
-            .context("recording the LLM call in the ledger")?;
-        match result {
-            Ok(response) => return Ok(LlmOutcome::Answered(response)),
-            Err(e) if e.is_transient() && attempt < attempts => {
-                let backoff = Duration::from_millis(500 * 2u64.pow(attempt - 1));
-                tracing::warn!(attempt, error = %e, ?backoff, "transient LLM failure; retrying");
-                tokio::time::sleep(backoff).await;
-                attempt += 1;
-            }
-            Err(e) => {
-                let code = match e {
-                    LlmError::Timeout(_) => "llm_timeout",
-                    _ => "llm_error",
-                };
-                return Ok(LlmOutcome::Failed {
-                    code,
-                    message: e.to_string(),
-                });
-            }
         }
     }
+}
+
+async fn attempt(
+    ctx: &Context,
+    id: Uuid,
+    n: u32,
+    request: &LlmRequest,
+) -> Result<LlmResponse, AttemptError> {
+    let started = Instant::now();
+    let result = ctx.llm.complete(request).await;
+    let (usage, http_status, error) = match &result {
+        Ok(response) => (response.usage, Some(response.http_status), None),
+        Err(e) => (Default::default(), e.http_status(), Some(e.to_string())),
+    };
+    let cost_usd = ctx.pricing.cost(&request.model, usage);
+    if cost_usd.is_none() {
+        tracing::warn!(model = %request.model, "no price for this model: cost recorded as unknown");
+    }
+    ctx.store
+        .record_llm_call(&LlmCallRecord {
+            session_id: id,
+            step_index: n,
+            model: request.model.clone(),
+            ok: result.is_ok(),
+            http_status,
+            usage,
+            cost_usd,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error,
+        })
+        .await
+        .context("recording the LLM call in the ledger")
+        .map_err(AttemptError::Ledger)?;
+    result.map_err(AttemptError::Llm)
 }
 
 /// A call dropped mid-flight (cancel, deadline, lost lease) may still be billed: the ledger keeps

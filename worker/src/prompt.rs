@@ -1,9 +1,13 @@
-//! Builds the LLM conversation for step n from what Postgres holds: the client's messages, then
-//! for every earlier step the model's turn as returned and the tool results it asked for. The
-//! prompt is a pure function of stored state, so any worker can rebuild it after a crash.
+//! Builds the LLM conversation for step n from what Postgres holds, and reads the model's turn.
+//! The prompt is a pure function of stored state, so any worker can rebuild it after a crash.
+//!
+//! Two ReAct modes: `native` uses the provider's tool use (`tools`, `tool_use`/`tool_result`
+//! blocks); `json` describes the tools in the system prompt and expects one JSON object per turn.
+//! Long observations are clipped in the prompt (the step keeps the full text).
 
-use agentq_shared::schemas::{Role, ToolCall, ValidatedRun};
+use agentq_shared::schemas::{ReactMode, Role, ToolCall, ValidatedRun};
 use agentq_shared::store::StepRow;
+use agentq_shared::tools::ToolDefinition;
 use serde_json::{Value, json};
 
 use crate::llm::LlmRequest;
@@ -11,13 +15,35 @@ use crate::llm::LlmRequest;
 const AGENT_PROMPT: &str = "You are an agent run by agentq. Work step by step: when a tool would \
 help, call it; when you can answer, answer in plain text without calling a tool.";
 
+const JSON_PROMPT: &str = "You are an agent run by agentq. Work step by step. Answer every turn \
+with exactly one JSON object and nothing else:\n\
+{\"thought\": string, \"action\": {\"tool\": string, \"args\": object} or null, \
+\"is_final\": boolean, \"final_answer\": string or null}\n\
+To use a tool, set action and is_final false; the tool's result comes back as an observation. \
+When you can answer, set action null, is_final true and final_answer. The tools:";
+
+pub const JSON_FORMAT_REMINDER: &str = "Reply with only one JSON object: {\"thought\": string, \
+\"action\": {\"tool\": string, \"args\": object} or null, \"is_final\": boolean, \
+\"final_answer\": string or null}.";
+
+pub struct PromptSettings {
+    pub max_tokens: u32,
+    /// Characters of one observation shown to the model.
+    pub observation_chars: usize,
+}
+
 pub fn build(
     run: &ValidatedRun,
     history: &[StepRow],
-    tools: Vec<Value>,
-    max_tokens: u32,
+    tools: &[&ToolDefinition],
+    settings: &PromptSettings,
 ) -> LlmRequest {
-    let mut system = vec![AGENT_PROMPT.to_owned()];
+    let json_mode = run.react_mode == ReactMode::Json;
+    let mut system = vec![if json_mode {
+        json_system(tools)
+    } else {
+        AGENT_PROMPT.to_owned()
+    }];
     let mut messages = Vec::new();
     for message in &run.messages {
         match message.role() {
@@ -29,39 +55,73 @@ pub fn build(
         }
     }
     for row in history {
-        messages.push(json!({"role": "assistant", "content": row.llm_content.0}));
-        let results = tool_results(row);
-        if !results.is_empty() {
-            messages.push(json!({"role": "user", "content": results}));
+        if json_mode {
+            messages
+                .push(json!({"role": "assistant", "content": content_text(&row.llm_content.0)}));
+            let observed: Vec<String> = row
+                .observations
+                .0
+                .iter()
+                .map(|o| observation_text(o, settings))
+                .collect();
+            messages.push(
+                json!({"role": "user", "content": format!("Observation: {}", observed.join("\n"))}),
+            );
+        } else {
+            messages.push(json!({"role": "assistant", "content": row.llm_content.0}));
+            let results = tool_results(row, settings);
+            if !results.is_empty() {
+                messages.push(json!({"role": "user", "content": results}));
+            }
         }
     }
     LlmRequest {
         model: run.model.clone(),
         system: Some(system.join("\n\n")),
         messages,
-        tools,
-        max_tokens,
+        tools: if json_mode {
+            Vec::new()
+        } else {
+            tools.iter().map(|t| t.to_anthropic()).collect()
+        },
+        max_tokens: settings.max_tokens,
     }
 }
 
-/// One `tool_result` per `tool_use` block of the step: the first carries the observation; the
-/// model is told that any further call in the same turn was not run.
-fn tool_results(row: &StepRow) -> Vec<Value> {
-    let observation = row.observation.as_ref().map(|o| &o.0);
+fn json_system(tools: &[&ToolDefinition]) -> String {
+    let listed: Vec<String> = tools
+        .iter()
+        .map(|t| {
+            format!(
+                "- {}: {} Arguments (JSON Schema): {}",
+                t.name, t.description, t.parameters
+            )
+        })
+        .collect();
+    let listed = if listed.is_empty() {
+        "(none)".to_owned()
+    } else {
+        listed.join("\n")
+    };
+    format!("{JSON_PROMPT}\n{listed}")
+}
+
+/// One `tool_result` per `tool_use` block of the step, in order, each with its call's result.
+fn tool_results(row: &StepRow, settings: &PromptSettings) -> Vec<Value> {
     tool_use_ids(&row.llm_content.0)
         .into_iter()
         .enumerate()
-        .map(|(i, id)| match (i, observation) {
-            (0, Some(observation)) => json!({
+        .map(|(i, id)| match row.observations.0.get(i) {
+            Some(observation) => json!({
                 "type": "tool_result",
                 "tool_use_id": id,
-                "content": observation_text(observation),
+                "content": observation_text(observation, settings),
                 "is_error": observation.get("success") == Some(&Value::Bool(false)),
             }),
-            _ => json!({
+            None => json!({
                 "type": "tool_result",
                 "tool_use_id": id,
-                "content": "Not run: agentq runs one tool call per step. Call it again if you still need it.",
+                "content": "Not run.",
                 "is_error": true,
             }),
         })
@@ -78,127 +138,174 @@ fn tool_use_ids(content: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A tool result as the model reads it: the result (or error) as JSON text.
-fn observation_text(observation: &Value) -> String {
+/// The text blocks of a turn, joined.
+pub fn content_text(content: &Value) -> String {
+    let texts: Vec<&str> = content
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|block| block["type"] == "text")
+        .filter_map(|block| block["text"].as_str())
+        .collect();
+    texts.join("\n")
+}
+
+/// A tool result as the model reads it: the result (or error) as text, clipped.
+fn observation_text(observation: &Value, settings: &PromptSettings) -> String {
     let shown = match (observation.get("result"), observation.get("error")) {
         (_, Some(Value::String(error))) => json!({"error": error}),
         (Some(result), _) => result.clone(),
         _ => observation.clone(),
     };
-    match shown {
+    let text = match shown {
         Value::String(text) => text,
         other => other.to_string(),
+    };
+    clip(&text, settings.observation_chars)
+}
+
+fn clip(text: &str, limit: usize) -> String {
+    let total = text.chars().count();
+    if total <= limit {
+        return text.to_owned();
     }
+    let kept: String = text.chars().take(limit).collect();
+    format!(
+        "{kept}\n[clipped: {} more characters not shown; the full result is stored with the step]",
+        total - limit
+    )
 }
 
-/// The model's turn read as a step: text is the thought; the first `tool_use` is the action; a
-/// turn without any `tool_use` is the final answer.
-pub struct ParsedTurn {
+/// The model's turn, read as a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
     pub thought: Option<String>,
-    pub action: Option<ToolCall>,
+    /// Tool calls in order; none means `final_answer` is the answer.
+    pub calls: Vec<ToolCall>,
+    pub final_answer: Option<String>,
 }
 
-pub fn parse_turn(content: &[Value]) -> ParsedTurn {
-    let text: Vec<&str> = content
+/// Why a turn can't be used as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unusable {
+    /// Worth one repair turn quoting this problem.
+    Invalid(String),
+    /// The output hit max_tokens.
+    Truncated,
+    /// The model refused; not repaired.
+    Refused(String),
+}
+
+/// Native mode: text is the thought; `tool_use` blocks are the calls; a turn without any is the
+/// final answer.
+pub fn parse_native(content: &[Value], stop_reason: Option<&str>) -> Result<Turn, Unusable> {
+    let text = content_text(&Value::Array(content.to_vec()));
+    let calls: Vec<ToolCall> = content
         .iter()
-        .filter(|block| block["type"] == "text")
-        .filter_map(|block| block["text"].as_str())
-        .collect();
-    let thought = Some(text.join("\n")).filter(|t| !t.trim().is_empty());
-    let action = content
-        .iter()
-        .find(|block| block["type"] == "tool_use")
+        .filter(|block| block["type"] == "tool_use")
         .map(|block| ToolCall {
             tool: block["name"].as_str().unwrap_or_default().to_owned(),
             args: block.get("input").cloned().unwrap_or(json!({})),
+        })
+        .collect();
+    match stop_reason {
+        Some("refusal") => return Err(Unusable::Refused(text)),
+        Some("max_tokens") => return Err(Unusable::Truncated),
+        _ => {}
+    }
+    let thought = Some(text.clone()).filter(|t| !t.trim().is_empty());
+    if calls.is_empty() {
+        if thought.is_none() {
+            return Err(Unusable::Invalid(
+                "the reply had neither text nor a tool call; answer the question or call a tool"
+                    .into(),
+            ));
+        }
+        return Ok(Turn {
+            thought: None,
+            calls,
+            final_answer: thought,
         });
-    ParsedTurn { thought, action }
+    }
+    Ok(Turn {
+        thought,
+        calls,
+        final_answer: None,
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonTurn {
+    thought: String,
+    action: Option<JsonAction>,
+    is_final: bool,
+    #[serde(default)]
+    final_answer: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonAction {
+    tool: String,
+    #[serde(default = "empty_object")]
+    args: Value,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// JSON mode: one JSON object (a ```json fence is tolerated), validated by serde and for
+/// consistency.
+pub fn parse_json(text: &str, stop_reason: Option<&str>) -> Result<Turn, Unusable> {
+    if stop_reason == Some("refusal") {
+        return Err(Unusable::Refused(text.to_owned()));
+    }
+    let trimmed = text.trim();
+    let body = match (trimmed.find('{'), trimmed.rfind('}')) {
+        (Some(start), Some(end)) if start < end => &trimmed[start..=end],
+        _ if stop_reason == Some("max_tokens") => return Err(Unusable::Truncated),
+        _ => {
+            return Err(Unusable::Invalid(
+                "the reply contains no JSON object".into(),
+            ));
+        }
+    };
+    let parsed: JsonTurn = serde_json::from_str(body).map_err(|e| {
+        if stop_reason == Some("max_tokens") {
+            Unusable::Truncated
+        } else {
+            Unusable::Invalid(format!("invalid JSON turn: {e}"))
+        }
+    })?;
+    let thought = Some(parsed.thought).filter(|t| !t.trim().is_empty());
+    match (parsed.is_final, parsed.action, parsed.final_answer) {
+        (true, None, Some(answer)) if !answer.trim().is_empty() => Ok(Turn {
+            thought,
+            calls: Vec::new(),
+            final_answer: Some(answer),
+        }),
+        (true, Some(_), _) => Err(Unusable::Invalid(
+            "is_final is true but an action is given".into(),
+        )),
+        (true, None, _) => Err(Unusable::Invalid(
+            "is_final is true but final_answer is missing or empty".into(),
+        )),
+        (false, Some(action), _) => Ok(Turn {
+            thought,
+            calls: vec![ToolCall {
+                tool: action.tool,
+                args: action.args,
+            }],
+            final_answer: None,
+        }),
+        (false, None, _) => Err(Unusable::Invalid(
+            "is_final is false but no action is given".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use agentq_shared::schemas::Message;
-    use pretty_assertions::assert_eq;
-    use sqlx::types::Json;
-
-    fn step(content: Value, observation: Option<Value>) -> StepRow {
-        StepRow {
-            step_index: 0,
-            thought: None,
-            llm_content: Json(content),
-            action: None,
-            is_final: false,
-            final_answer: None,
-            observation: observation.map(Json),
-            tool_started_at: None,
-            finished_at: None,
-            approval: None,
-            approval_reason: None,
-        }
-    }
-
-    #[test]
-    fn history_alternates_and_answers_every_tool_use() {
-        let run = ValidatedRun {
-            messages: vec![
-                Message {
-                    role: "system".into(),
-                    content: "be brief".into(),
-                },
-                Message {
-                    role: "user".into(),
-                    content: "hi".into(),
-                },
-            ],
-            model: "m".into(),
-            tools: vec![],
-            max_steps: 3,
-        };
-        let turn = json!([
-            {"type": "text", "text": "let me look"},
-            {"type": "tool_use", "id": "t1", "name": "echo", "input": {"text": "a"}},
-            {"type": "tool_use", "id": "t2", "name": "echo", "input": {"text": "b"}}
-        ]);
-        let observation = json!({"tool_name": "echo", "success": true, "result": {"text": "a"},
-                                 "error": null, "execution_time_ms": 1});
-        let request = build(&run, &[step(turn.clone(), Some(observation))], vec![], 100);
-        assert_eq!(
-            request.system.as_deref(),
-            Some(format!("{AGENT_PROMPT}\n\nbe brief").as_str())
-        );
-        assert_eq!(
-            request.messages,
-            vec![
-                json!({"role": "user", "content": "hi"}),
-                json!({"role": "assistant", "content": turn}),
-                json!({"role": "user", "content": [
-                    {"type": "tool_result", "tool_use_id": "t1", "content": "{\"text\":\"a\"}", "is_error": false},
-                    {"type": "tool_result", "tool_use_id": "t2", "is_error": true,
-                     "content": "Not run: agentq runs one tool call per step. Call it again if you still need it."}
-                ]}),
-            ]
-        );
-    }
-
-    #[test]
-    fn text_is_the_thought_and_the_first_tool_use_the_action() {
-        let parsed = parse_turn(&[
-            json!({"type": "text", "text": "thinking"}),
-            json!({"type": "tool_use", "id": "t", "name": "echo", "input": {"text": "x"}}),
-        ]);
-        assert_eq!(parsed.thought.as_deref(), Some("thinking"));
-        assert_eq!(
-            parsed.action,
-            Some(ToolCall {
-                tool: "echo".into(),
-                args: json!({"text": "x"})
-            })
-        );
-        let final_turn = parse_turn(&[json!({"type": "text", "text": "42"})]);
-        assert_eq!(
-            (final_turn.thought.as_deref(), final_turn.action),
-            (Some("42"), None)
-        );
-    }
-}
+#[path = "prompt_tests.rs"]
+mod tests;

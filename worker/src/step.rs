@@ -16,18 +16,16 @@ use std::time::Duration;
 
 use agentq_shared::queue::{self, StepJob};
 use agentq_shared::schemas::{SessionError, SessionStatus};
-use agentq_shared::store::{Decision, Lease, LeaseLost, SessionRow, StepRow, WriteError};
+use agentq_shared::store::{Lease, LeaseLost, SessionRow, StepRow, WriteError};
 use agentq_shared::tools::{ToolContext, ToolResult};
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
-use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Context;
+use crate::decide::{decide, fail, over_budget};
 use crate::guard::{Interrupt, guarded};
-use crate::llm_call::{self, LlmOutcome};
-use crate::prompt;
 
 pub async fn handle(job: StepJob, ctx: Data<Arc<Context>>) -> Result<(), BoxDynError> {
     let span = tracing::info_span!("step", session_id = %job.session_id, step = job.step);
@@ -38,7 +36,7 @@ pub async fn handle(job: StepJob, ctx: Data<Arc<Context>>) -> Result<(), BoxDynE
 }
 
 /// How a step stopped short of advancing.
-enum Stop {
+pub(crate) enum Stop {
     /// Nothing more for this job to do (the session ended or waits for a human).
     Done,
     Interrupted(Interrupt),
@@ -150,73 +148,30 @@ async fn leased_step(
         },
     };
     if step.is_final {
-        let answer = step.final_answer.as_deref().unwrap_or_default();
         if ctx.store.cancel_requested(id).await? {
             return end(ctx, lease, SessionStatus::Cancelled, None, None).await;
         }
+        let Some(answer) = step.final_answer.as_deref() else {
+            // Redelivered after the model's unusable output was stored but before the failure.
+            let message = "the model's answer could not be used".to_owned();
+            return fail(ctx, lease, "invalid_model_output", message).await;
+        };
         return end(ctx, lease, SessionStatus::Completed, Some(answer), None).await;
     }
-    if step.observation.is_none()
-        && let Err(stop) = act(ctx, session, lease, n, &step).await?
-    {
-        return stopped(ctx, lease, stop).await;
+    if !step.acted() {
+        if let Some(message) = over_budget(ctx, session).await? {
+            return fail(ctx, lease, "budget_exceeded", message).await;
+        }
+        if let Err(stop) = act(ctx, session, lease, n, &step).await? {
+            return stopped(ctx, lease, stop).await;
+        }
     }
     ctx.store.advance(lease, n).await?;
     enqueue(ctx, id, n + 1).await
 }
 
-/// Decide: call the LLM (no decision is stored yet) and store what it chose.
-async fn decide(
-    ctx: &Context,
-    session: &SessionRow,
-    lease: &Lease,
-    n: u32,
-) -> anyhow::Result<Result<StepRow, Stop>> {
-    let id = session.id;
-    let started_at = Utc::now();
-    let history = ctx.store.steps_before(id, n).await?;
-    let tools = ctx.tools.anthropic_definitions(&session.run.tools);
-    let request = prompt::build(&session.run, &history, tools, ctx.config.llm.max_tokens);
-    let call = guarded(
-        ctx,
-        lease,
-        session.deadline_at,
-        llm_call::call(ctx, id, n, &request),
-    )
-    .await;
-    let response = match call {
-        Err(interrupt) => {
-            llm_call::record_abandoned(ctx, id, n, &request.model, interrupt).await?;
-            return Ok(Err(Stop::Interrupted(interrupt)));
-        }
-        Ok(outcome) => match outcome? {
-            LlmOutcome::Answered(response) => response,
-            LlmOutcome::Failed { code, message } => {
-                fail(ctx, lease, code, message).await?;
-                return Ok(Err(Stop::Done));
-            }
-        },
-    };
-    let turn = prompt::parse_turn(&response.content);
-    let is_final = turn.action.is_none();
-    let decision = Decision {
-        thought: if is_final { None } else { turn.thought.clone() },
-        llm_content: json!(response.content),
-        final_answer: if is_final {
-            Some(turn.thought.unwrap_or_default())
-        } else {
-            None
-        },
-        action: turn.action,
-        is_final,
-        started_at,
-    };
-    let stored = ctx.store.insert_decision(lease, n, &decision).await?;
-    ctx.store.refresh_snapshot(id).await?;
-    Ok(Ok(stored))
-}
-
-/// Act: run the chosen tool once and store what it returned; or wait for a human first.
+/// Act: run the turn's tool calls in order, each once, storing each result; or wait for a
+/// human first when one of them needs approval.
 async fn act(
     ctx: &Context,
     session: &SessionRow,
@@ -225,76 +180,79 @@ async fn act(
     step: &StepRow,
 ) -> anyhow::Result<Result<(), Stop>> {
     let id = session.id;
-    let Some(action) = step.action.as_ref().map(|a| &a.0) else {
-        return Ok(Ok(()));
-    };
-    let offered = session.run.tools.contains(&action.tool);
-    let needs_approval = offered
-        && ctx
-            .tools
-            .get(&action.tool)
-            .is_some_and(|d| d.requires_approval);
+    let calls = &step.actions.0;
+    let offered = |tool: &str| session.run.tools.iter().any(|t| t == tool);
+    let needs_approval = calls
+        .iter()
+        .any(|c| offered(&c.tool) && ctx.tools.get(&c.tool).is_some_and(|d| d.requires_approval));
     if needs_approval && step.approval.is_none() {
         let expires_at = Utc::now() + ctx.config.durability.approval_ttl;
         ctx.store.await_approval(lease, expires_at).await?;
         ctx.store.refresh_snapshot(id).await?;
-        tracing::info!(tool = %action.tool, "waiting for approval");
+        tracing::info!("waiting for approval");
         return Ok(Err(Stop::Done));
     }
-    if ctx.store.cancel_requested(id).await? {
-        return Ok(Err(Stop::Interrupted(Interrupt::Cancelled)));
-    }
-    let first_run = ctx.store.mark_tool_started(lease, n).await?;
-    let result = if !offered {
-        ToolResult::failure(
-            &action.tool,
-            format!(
-                "unknown tool {:?}; the tools available in this session are: [{}]",
-                action.tool,
-                session.run.tools.join(", ")
-            ),
-            0,
-        )
-    } else if step.approval.as_deref() == Some("rejected") {
-        let reason = step.approval_reason.as_deref().unwrap_or("no reason given");
-        ToolResult::failure(
-            &action.tool,
-            format!("a human reviewer rejected this tool call: {reason}"),
-            0,
-        )
-    } else if !first_run && !ctx.tools.is_idempotent(&action.tool, &action.args) {
-        ToolResult::failure(
-            &action.tool,
-            "interrupted, outcome unknown: the worker running this tool stopped before recording \
-             its result, and the tool has side effects, so it was not run again",
-            0,
-        )
-    } else {
-        let tool_ctx = ToolContext {
-            session_id: id,
-            step: n,
-        };
-        let run = ctx.tools.run(&action.tool, action.args.clone(), &tool_ctx);
-        match guarded(ctx, lease, session.deadline_at, run).await {
-            Ok(result) => result,
-            Err(interrupt) => {
-                let stopped = ToolResult::failure(
-                    &action.tool,
-                    format!("stopped: {}", interrupt_text(interrupt)),
-                    0,
-                );
-                if interrupt != Interrupt::LeaseLost {
-                    ctx.store
-                        .record_observation(lease, n, &serde_json::to_value(&stopped)?)
-                        .await?;
-                }
-                return Ok(Err(Stop::Interrupted(interrupt)));
-            }
+    for (i, call) in calls.iter().enumerate().skip(step.observations.0.len()) {
+        if ctx.store.cancel_requested(id).await? {
+            return Ok(Err(Stop::Interrupted(Interrupt::Cancelled)));
         }
-    };
-    ctx.store
-        .record_observation(lease, n, &serde_json::to_value(&result)?)
-        .await?;
+        let first_run = ctx.store.mark_call_started(lease, n, i).await?;
+        let result = if !offered(&call.tool) {
+            ToolResult::failure(
+                &call.tool,
+                format!(
+                    "unknown tool {:?}; the tools available in this session are: [{}]",
+                    call.tool,
+                    session.run.tools.join(", ")
+                ),
+                0,
+            )
+        } else if step.approval.as_deref() == Some("rejected")
+            && ctx
+                .tools
+                .get(&call.tool)
+                .is_some_and(|d| d.requires_approval)
+        {
+            let reason = step.approval_reason.as_deref().unwrap_or("no reason given");
+            ToolResult::failure(
+                &call.tool,
+                format!("a human reviewer rejected this tool call: {reason}"),
+                0,
+            )
+        } else if !first_run && !ctx.tools.is_idempotent(&call.tool, &call.args) {
+            ToolResult::failure(
+                &call.tool,
+                "interrupted, outcome unknown: the worker running this tool stopped before recording \
+                 its result, and the tool has side effects, so it was not run again",
+                0,
+            )
+        } else {
+            let tool_ctx = ToolContext {
+                session_id: id,
+                step: n,
+            };
+            let run = ctx.tools.run(&call.tool, call.args.clone(), &tool_ctx);
+            match guarded(ctx, lease, session.deadline_at, run).await {
+                Ok(result) => result,
+                Err(interrupt) => {
+                    let stopped = ToolResult::failure(
+                        &call.tool,
+                        format!("stopped: {}", interrupt_text(interrupt)),
+                        0,
+                    );
+                    if interrupt != Interrupt::LeaseLost {
+                        ctx.store
+                            .record_call_observation(lease, n, i, &serde_json::to_value(&stopped)?)
+                            .await?;
+                    }
+                    return Ok(Err(Stop::Interrupted(interrupt)));
+                }
+            }
+        };
+        ctx.store
+            .record_call_observation(lease, n, i, &serde_json::to_value(&result)?)
+            .await?;
+    }
     ctx.store.refresh_snapshot(id).await?;
     Ok(Ok(()))
 }
@@ -342,15 +300,7 @@ async fn enqueue(ctx: &Context, id: Uuid, step: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fail(ctx: &Context, lease: &Lease, code: &str, message: String) -> anyhow::Result<()> {
-    let error = SessionError {
-        code: code.to_owned(),
-        message,
-    };
-    end(ctx, lease, SessionStatus::Failed, None, Some(&error)).await
-}
-
-async fn end(
+pub(crate) async fn end(
     ctx: &Context,
     lease: &Lease,
     status: SessionStatus,

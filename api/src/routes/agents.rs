@@ -3,7 +3,7 @@
 
 use agentq_shared::queue::{self, StepJob};
 use agentq_shared::schemas::{
-    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, SessionStatus,
+    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, RunDefaults, SessionStatus,
 };
 use agentq_shared::store::{ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, sha256_hex};
 use apalis::prelude::TaskId;
@@ -58,7 +58,13 @@ pub async fn run(
     let Json(request) = body.map_err(json_rejection)?;
     let idempotency = idempotency_key(&headers, &request)?;
     let run = request
-        .validate(&state.tool_names(), &state.config.default_model)
+        .validate(
+            &state.tool_names(),
+            &RunDefaults {
+                model: state.config.default_model.clone(),
+                react_mode: state.config.react_mode,
+            },
+        )
         .map_err(ApiError::Validation)?;
     let id = Uuid::now_v7();
     let deadline = chrono::Utc::now() + state.config.session_deadline;

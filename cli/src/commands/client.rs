@@ -83,9 +83,26 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             model,
             tools,
             max_steps,
+            max_tokens,
+            max_cost_usd,
+            react_mode,
             follow,
             json,
         } => {
+            let max_cost_usd = match max_cost_usd {
+                Some(cost) => Some(
+                    cost.parse()
+                        .context("--max-cost-usd must be a number such as 0.25")?,
+                ),
+                None => None,
+            };
+            let react_mode = match react_mode {
+                Some(mode) => Some(
+                    serde_json::from_value(Value::String(mode))
+                        .context("--react-mode must be native or json")?,
+                ),
+                None => None,
+            };
             let request = AgentRunRequest {
                 messages: vec![Message {
                     role: "user".into(),
@@ -94,6 +111,9 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 model,
                 tools,
                 max_steps,
+                max_tokens,
+                max_cost_usd,
+                react_mode,
             };
             let body = serde_json::to_value(&request)?;
             let created = client

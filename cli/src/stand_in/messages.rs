@@ -81,13 +81,10 @@ fn check_tool_pairing(
         "Requests which include tool_use or tool_result blocks must define tools.";
     let mut seen_ids = HashSet::new();
     for (i, msg) in checked.iter().enumerate() {
-        for &(j, id, name) in &msg.tool_uses {
-            let tools = tools.ok_or_else(|| invalid(NEED_TOOLS))?;
-            if !tools.contains(name) {
-                return Err(invalid(format!(
-                    "messages.{i}.content.{j}.name: tool {name:?} is not among the request's tools"
-                )));
-            }
+        // A tool_use of a tool the request does not offer is accepted: agents replay a model's
+        // call of an unknown tool together with an error result.
+        for &(j, id, _) in &msg.tool_uses {
+            tools.ok_or_else(|| invalid(NEED_TOOLS))?;
             if !seen_ids.insert(id) {
                 return Err(invalid(format!(
                     "messages.{i}.content.{j}.id: tool_use ids must be unique ({id})"

@@ -80,8 +80,16 @@ pub struct RecordedCall {
 
 #[derive(Default)]
 struct Inner {
-    scripts: Vec<(String, Vec<Turn>)>,
+    scripts: Vec<Script>,
     calls: Vec<RecordedCall>,
+}
+
+struct Script {
+    marker: String,
+    turns: Vec<Turn>,
+    /// `Some(n)`: answer the calls in order (n answered so far); `None`: pick the turn by the
+    /// conversation's assistant messages.
+    sequential: Option<usize>,
 }
 
 /// A scriptable, recording Anthropic Messages API server. Cheap to clone; clones share state.
@@ -111,11 +119,25 @@ impl FakeLlm {
     /// Scripting the same marker again replaces its turns; otherwise the earliest
     /// registered marker that matches wins.
     pub fn script(&self, marker: &str, turns: Vec<Turn>) {
+        self.add_script(marker, turns, None);
+    }
+
+    /// Like [`FakeLlm::script`], but the calls of the marker's conversations take the turns in
+    /// order, whatever the conversation holds: for retries of one request and repair turns.
+    pub fn script_calls(&self, marker: &str, turns: Vec<Turn>) {
+        self.add_script(marker, turns, Some(0));
+    }
+
+    fn add_script(&self, marker: &str, turns: Vec<Turn>, sequential: Option<usize>) {
         let mut inner = self.lock();
-        if let Some(slot) = inner.scripts.iter_mut().find(|(m, _)| m == marker) {
-            slot.1 = turns;
-        } else {
-            inner.scripts.push((marker.to_owned(), turns));
+        let script = Script {
+            marker: marker.to_owned(),
+            turns,
+            sequential,
+        };
+        match inner.scripts.iter_mut().find(|s| s.marker == marker) {
+            Some(slot) => *slot = script,
+            None => inner.scripts.push(script),
         }
     }
 
@@ -171,18 +193,23 @@ impl FakeLlm {
     /// Answers a request that passed validation: from a script if one matches, else as the stand-in model.
     fn answer(&self, request: &Value) -> Reply {
         let first = conversation::first_user_text(request).unwrap_or_default();
-        let index = conversation::assistant_count(request);
+        let mut index = conversation::assistant_count(request);
         let scripted = {
-            let inner = self.lock();
+            let mut inner = self.lock();
             let script = inner
                 .scripts
-                .iter()
-                .find(|(m, _)| first.contains(m.as_str()));
-            script.map(|(marker, turns)| {
-                turns
+                .iter_mut()
+                .find(|s| first.contains(s.marker.as_str()));
+            script.map(|script| {
+                if let Some(answered) = script.sequential.as_mut() {
+                    index = *answered;
+                    *answered += 1;
+                }
+                script
+                    .turns
                     .get(index)
                     .cloned()
-                    .ok_or((marker.clone(), turns.len()))
+                    .ok_or((script.marker.clone(), script.turns.len()))
             })
         };
         match scripted {

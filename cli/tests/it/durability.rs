@@ -116,9 +116,10 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
     let decision = Decision {
         thought: None,
         llm_content: json!([{"type": "text", "text": "late"}]),
-        action: None,
+        actions: vec![],
         is_final: true,
         final_answer: Some("late".into()),
+        invalid_output: None,
         started_at: chrono::Utc::now(),
     };
     let refused = ctx

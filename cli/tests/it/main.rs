@@ -9,5 +9,6 @@ mod chaos;
 mod cli;
 mod durability;
 mod harness;
+mod llm;
 mod sessions;
 mod web;

@@ -100,6 +100,7 @@ async fn a_session_with_a_tool_call_completes_with_exact_totals() {
         output_tokens: reported.output_tokens,
         cache_read_tokens: reported.cache_read_input_tokens,
         cache_write_tokens: reported.cache_creation_input_tokens,
+        cache_write_1h_tokens: 0,
     };
     assert_eq!(
         session.totals,

@@ -230,6 +230,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// How long a session may run, from creation, before it fails `deadline_exceeded`.
     pub session_deadline: Duration,
+    /// ReAct mode of requests that don't choose one (`AGENTQ_REACT_MODE`).
+    pub react_mode: crate::schemas::ReactMode,
 }
 
 impl ApiConfig {
@@ -245,6 +247,17 @@ impl ApiConfig {
             default_model: default_model(env),
             max_body_bytes: env.parsed("AGENTQ_MAX_BODY_BYTES", 1 << 20, "a number of bytes")?,
             session_deadline: env.secs("AGENTQ_SESSION_DEADLINE_SECS", 15 * 60)?,
+            react_mode: match env.raw("AGENTQ_REACT_MODE").as_deref().map(str::trim) {
+                None | Some("native") => crate::schemas::ReactMode::Native,
+                Some("json") => crate::schemas::ReactMode::Json,
+                Some(other) => {
+                    return Err(ConfigError::Malformed {
+                        var: "AGENTQ_REACT_MODE",
+                        value: other.to_owned(),
+                        expected: "native or json",
+                    });
+                }
+            },
         })
     }
 }
@@ -259,6 +272,12 @@ pub struct LlmConfig {
     pub timeout: Duration,
     /// Attempts per LLM call for transient failures (429, 5xx, 529, timeouts).
     pub attempts: u32,
+    /// Longest the retries of one call may wait in total.
+    pub retry_budget: Duration,
+    /// Characters of one tool result shown to the model (the step keeps all of it).
+    pub observation_chars: usize,
+    /// First backoff; it doubles (with jitter) up to 20 s unless `retry-after` says otherwise.
+    pub retry_min_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -339,7 +358,14 @@ impl WorkerConfig {
                 default_model: default_model(env),
                 max_tokens: env.parsed("AGENTQ_LLM_MAX_TOKENS", 4096, "a number of tokens")?,
                 timeout: env.secs("AGENTQ_LLM_TIMEOUT_SECS", 120)?,
-                attempts: env.parsed("AGENTQ_LLM_ATTEMPTS", 3, "a number of attempts")?,
+                attempts: env.parsed("AGENTQ_LLM_ATTEMPTS", 5, "a number of attempts")?,
+                retry_budget: env.secs("AGENTQ_LLM_RETRY_BUDGET_SECS", 60)?,
+                observation_chars: env.parsed(
+                    "AGENTQ_PROMPT_OBSERVATION_CHARS",
+                    20_000,
+                    "a number of characters",
+                )?,
+                retry_min_delay: env.millis("AGENTQ_LLM_RETRY_MIN_DELAY_MS", 500)?,
             },
             poll_interval: env.millis("AGENTQ_POLL_INTERVAL_MS", 100)?,
             concurrency: env.parsed("AGENTQ_WORKER_CONCURRENCY", 8, "a number of jobs")?,

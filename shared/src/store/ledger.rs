@@ -25,8 +25,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO llm_calls (session_id, step_index, model, outcome, http_status,
                  input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd,
-                 duration_ms, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 duration_ms, error, cache_write_1h_tokens)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(call.session_id)
         .bind(call.step_index as i32)
@@ -40,8 +40,31 @@ impl Store {
         .bind(call.cost_usd)
         .bind(call.duration_ms as i64)
         .bind(&call.error)
+        .bind(call.usage.cache_write_1h_tokens as i64)
         .execute(&self.pg)
         .await?;
         Ok(())
+    }
+
+    /// What a session has spent so far, from the ledger: tokens and USD (`None` when a call had
+    /// no price).
+    pub async fn spent(&self, session_id: Uuid) -> sqlx::Result<(Usage, Option<Decimal>)> {
+        let (input, output, read, write, unpriced, cost): (i64, i64, i64, i64, bool, Decimal) = sqlx::query_as(
+            "SELECT coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint,
+                    coalesce(sum(cache_read_tokens), 0)::bigint, coalesce(sum(cache_write_tokens), 0)::bigint,
+                    coalesce(bool_or(cost_usd IS NULL), false), coalesce(sum(cost_usd), 0)
+             FROM llm_calls WHERE session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_one(&self.pg)
+        .await?;
+        let usage = Usage {
+            input_tokens: input as u64,
+            output_tokens: output as u64,
+            cache_read_tokens: read as u64,
+            cache_write_tokens: write as u64,
+            cache_write_1h_tokens: 0,
+        };
+        Ok((usage, if unpriced { None } else { Some(cost) }))
     }
 }

@@ -74,6 +74,9 @@ struct StepView {
     observation: Option<Json<serde_json::Value>>,
     is_final: bool,
     final_answer: Option<String>,
+    actions: Json<Vec<ToolCall>>,
+    observations: Json<Vec<serde_json::Value>>,
+    invalid_output: Option<String>,
     approval: Option<String>,
     approval_reason: Option<String>,
     approved_by: Option<Uuid>,
@@ -90,6 +93,7 @@ struct CallSums {
     output_tokens: i64,
     cache_read_tokens: i64,
     cache_write_tokens: i64,
+    cache_write_1h_tokens: i64,
     unpriced: bool,
     cost_usd: Option<Decimal>,
 }
@@ -101,6 +105,7 @@ impl CallSums {
             output_tokens: self.output_tokens as u64,
             cache_read_tokens: self.cache_read_tokens as u64,
             cache_write_tokens: self.cache_write_tokens as u64,
+            cache_write_1h_tokens: self.cache_write_1h_tokens as u64,
         }
     }
 
@@ -195,7 +200,8 @@ impl Store {
             return Ok(None);
         };
         let steps: Vec<StepView> = sqlx::query_as(
-            "SELECT step_index, thought, action, observation, is_final, final_answer, approval,
+            "SELECT step_index, thought, action, observation, actions, observations, invalid_output,
+                    is_final, final_answer, approval,
                     approval_reason, approved_by, approved_at, started_at, finished_at
              FROM steps WHERE session_id = $1 ORDER BY step_index",
         )
@@ -208,6 +214,7 @@ impl Store {
                     sum(output_tokens)::bigint AS output_tokens,
                     sum(cache_read_tokens)::bigint AS cache_read_tokens,
                     sum(cache_write_tokens)::bigint AS cache_write_tokens,
+                    sum(cache_write_1h_tokens)::bigint AS cache_write_1h_tokens,
                     bool_or(cost_usd IS NULL) AS unpriced,
                     sum(cost_usd) AS cost_usd
              FROM llm_calls WHERE session_id = $1 GROUP BY step_index ORDER BY step_index",
@@ -247,6 +254,18 @@ impl Store {
                     thought: s.thought,
                     action: s.action.map(|a| a.0),
                     observation: s.observation.map(|o| o.0),
+                    // Listed only when the model made several calls in one turn.
+                    actions: if s.actions.0.len() > 1 {
+                        s.actions.0
+                    } else {
+                        Vec::new()
+                    },
+                    observations: if s.observations.0.len() > 1 {
+                        s.observations.0
+                    } else {
+                        Vec::new()
+                    },
+                    invalid_output: s.invalid_output,
                     is_final: s.is_final,
                     final_answer: s.final_answer,
                     usage: sum.map(CallSums::usage).unwrap_or_default(),

@@ -1,5 +1,7 @@
 //! Step rows, keyed `(session_id, step_index)`. Decide and act each write once: a second writer's
-//! insert or update does nothing, and everyone reads back the stored value.
+//! insert or update does nothing, and everyone reads back the stored value. A step's tool calls
+//! run in order; each call's start and result are recorded with a compare-and-set on its index,
+//! so a call whose start is recorded but whose result is not had its outcome lost to a crash.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -13,12 +15,14 @@ use crate::schemas::ToolCall;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub thought: Option<String>,
-    /// The model's content blocks as returned, replayed into later prompts.
+    /// The model's turn as replayed into later prompts (content blocks).
     pub llm_content: serde_json::Value,
-    pub action: Option<ToolCall>,
-    /// Provider id of the tool call (`tool_use.id`), kept inside `llm_content`.
+    /// The tool calls, in order; empty for a final answer.
+    pub actions: Vec<ToolCall>,
     pub is_final: bool,
     pub final_answer: Option<String>,
+    /// What the model said when it was not what we asked for (repaired or not).
+    pub invalid_output: Option<String>,
     pub started_at: DateTime<Utc>,
 }
 
@@ -27,21 +31,30 @@ pub struct StepRow {
     pub step_index: i32,
     pub thought: Option<String>,
     pub llm_content: Json<serde_json::Value>,
-    pub action: Option<Json<ToolCall>>,
+    pub actions: Json<Vec<ToolCall>>,
     pub is_final: bool,
     pub final_answer: Option<String>,
-    pub observation: Option<Json<serde_json::Value>>,
-    pub tool_started_at: Option<DateTime<Utc>>,
+    /// Results of the calls that finished, in call order.
+    pub observations: Json<Vec<serde_json::Value>>,
+    /// How many calls have started (a started call without a result had its outcome lost).
+    pub calls_started: i32,
     pub finished_at: Option<DateTime<Utc>>,
     /// `approved` or `rejected`, once a human decided.
     pub approval: Option<String>,
     pub approval_reason: Option<String>,
 }
 
+impl StepRow {
+    /// Every call has its result.
+    pub fn acted(&self) -> bool {
+        self.observations.0.len() >= self.actions.0.len()
+    }
+}
+
 macro_rules! step_columns {
     () => {
-        "step_index, thought, llm_content, action, is_final, final_answer, observation, \
-         tool_started_at, finished_at, approval, approval_reason"
+        "step_index, thought, llm_content, actions, is_final, final_answer, observations, \
+         calls_started, finished_at, approval, approval_reason"
     };
 }
 
@@ -56,19 +69,21 @@ impl Store {
     ) -> Result<StepRow, WriteError> {
         let session_id = lease.session_id;
         sqlx::query(
-            "INSERT INTO steps (session_id, step_index, thought, llm_content, action, is_final,
-                                final_answer, started_at, finished_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5::jsonb IS NULL THEN now() END
-             WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $9)
+            "INSERT INTO steps (session_id, step_index, thought, llm_content, action, actions,
+                                is_final, final_answer, invalid_output, started_at, finished_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $5::jsonb IS NULL THEN now() END
+             WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $11)
              ON CONFLICT (session_id, step_index) DO NOTHING",
         )
         .bind(session_id)
         .bind(step as i32)
         .bind(&decision.thought)
         .bind(Json(&decision.llm_content))
-        .bind(decision.action.as_ref().map(Json))
+        .bind(decision.actions.first().map(Json))
+        .bind(Json(&decision.actions))
         .bind(decision.is_final)
         .bind(&decision.final_answer)
+        .bind(&decision.invalid_output)
         .bind(decision.started_at)
         .bind(lease.fence)
         .execute(&self.pg)
@@ -96,8 +111,7 @@ impl Store {
         sqlx::query_as(concat!(
             "SELECT ",
             step_columns!(),
-            " FROM steps WHERE session_id = $1 AND step_index < $2
-             ORDER BY step_index"
+            " FROM steps WHERE session_id = $1 AND step_index < $2 ORDER BY step_index"
         ))
         .bind(session_id)
         .bind(before as i32)
@@ -105,15 +119,22 @@ impl Store {
         .await
     }
 
-    /// Marks the tool as started; false if an earlier attempt already had (its outcome unknown).
-    pub async fn mark_tool_started(&self, lease: &Lease, step: u32) -> Result<bool, WriteError> {
+    /// Marks call `call` of the step as started; false if an earlier attempt already had (its
+    /// outcome unknown).
+    pub async fn mark_call_started(
+        &self,
+        lease: &Lease,
+        step: u32,
+        call: usize,
+    ) -> Result<bool, WriteError> {
         let updated = sqlx::query(
-            "UPDATE steps SET tool_started_at = now()
-             WHERE session_id = $1 AND step_index = $2 AND tool_started_at IS NULL
-               AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $3)",
+            "UPDATE steps SET calls_started = $3 + 1, tool_started_at = coalesce(tool_started_at, now())
+             WHERE session_id = $1 AND step_index = $2 AND calls_started = $3
+               AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $4)",
         )
         .bind(lease.session_id)
         .bind(step as i32)
+        .bind(call as i32)
         .bind(lease.fence)
         .execute(&self.pg)
         .await?;
@@ -126,35 +147,35 @@ impl Store {
         Ok(false)
     }
 
-    /// Stores the observation unless one is already stored, then returns the stored one.
-    #[tracing::instrument(skip_all, fields(session_id = %lease.session_id, step))]
-    pub async fn record_observation(
+    /// Stores the result of call `call` unless one is stored; returns every stored result.
+    #[tracing::instrument(skip_all, fields(session_id = %lease.session_id, step, call))]
+    pub async fn record_call_observation(
         &self,
         lease: &Lease,
         step: u32,
+        call: usize,
         observation: &serde_json::Value,
-    ) -> Result<serde_json::Value, WriteError> {
+    ) -> Result<Vec<serde_json::Value>, WriteError> {
         let session_id = lease.session_id;
-        let stored: Option<Json<serde_json::Value>> = sqlx::query_scalar(
-            "WITH written AS (
-                 UPDATE steps SET observation = $3, finished_at = now()
-                 WHERE session_id = $1 AND step_index = $2 AND observation IS NULL
-                   AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $4)
-                 RETURNING observation)
-             SELECT observation FROM written
-             UNION ALL
-             SELECT observation FROM steps
-             WHERE session_id = $1 AND step_index = $2 AND observation IS NOT NULL
-             LIMIT 1",
+        let updated = sqlx::query(
+            "UPDATE steps SET observations = observations || jsonb_build_array($4::jsonb),
+                 observation = coalesce(observation, $4),
+                 finished_at = CASE WHEN jsonb_array_length(observations) + 1 >= jsonb_array_length(actions)
+                                    THEN now() END
+             WHERE session_id = $1 AND step_index = $2 AND jsonb_array_length(observations) = $3
+               AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $5)",
         )
         .bind(session_id)
         .bind(step as i32)
+        .bind(call as i32)
         .bind(Json(observation))
         .bind(lease.fence)
-        .fetch_optional(&self.pg)
+        .execute(&self.pg)
         .await?;
-        stored
-            .map(|s| s.0)
-            .ok_or_else(|| LeaseLost(session_id).into())
+        if updated.rows_affected() == 0 && !self.holds_lease(lease).await? {
+            return Err(LeaseLost(session_id).into());
+        }
+        let stored = self.step(session_id, step).await?;
+        Ok(stored.map(|s| s.observations.0).unwrap_or_default())
     }
 }

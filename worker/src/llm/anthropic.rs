@@ -34,6 +34,15 @@ struct ApiUsage {
     cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     cache_read_input_tokens: Option<u64>,
+    /// Breakdown of cache writes by TTL, when the provider sends it.
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
+}
+
+#[derive(Deserialize)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -69,11 +78,19 @@ impl AnthropicClient {
             "max_tokens": request.max_tokens,
             "messages": request.messages,
         });
+        // Cache breakpoints on the system prompt and the last tool: every step of a session
+        // sends the same prefix, so later steps read it from the cache.
         if let Some(system) = &request.system {
-            body["system"] = json!(system);
+            body["system"] = json!([
+                {"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}
+            ]);
         }
         if !request.tools.is_empty() {
-            body["tools"] = json!(request.tools);
+            let mut tools = request.tools.clone();
+            if let Some(last) = tools.last_mut().and_then(|t| t.as_object_mut()) {
+                last.insert("cache_control".into(), json!({"type": "ephemeral"}));
+            }
+            body["tools"] = json!(tools);
         }
         body
     }
@@ -92,6 +109,13 @@ impl LlmClient for AnthropicClient {
             .await
             .map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .map(Duration::from_secs_f64);
         let bytes = response
             .bytes()
             .await
@@ -101,7 +125,11 @@ impl LlmClient for AnthropicClient {
                 Ok(envelope) => format!("{}: {}", envelope.error.kind, envelope.error.message),
                 Err(_) => String::from_utf8_lossy(&bytes).chars().take(500).collect(),
             };
-            return Err(LlmError::Status { status, message });
+            return Err(LlmError::Status {
+                status,
+                message,
+                retry_after,
+            });
         }
         let parsed: MessagesResponse = serde_json::from_slice(&bytes)
             .map_err(|e| LlmError::Transport(format!("unreadable Messages API response: {e}")))?;
@@ -113,6 +141,10 @@ impl LlmClient for AnthropicClient {
                 output_tokens: parsed.usage.output_tokens,
                 cache_read_tokens: parsed.usage.cache_read_input_tokens.unwrap_or(0),
                 cache_write_tokens: parsed.usage.cache_creation_input_tokens.unwrap_or(0),
+                cache_write_1h_tokens: parsed
+                    .usage
+                    .cache_creation
+                    .map_or(0, |c| c.ephemeral_1h_input_tokens),
             },
             http_status: status,
         })

@@ -30,7 +30,12 @@ pub struct LlmResponse {
 pub enum LlmError {
     /// The provider answered with an error status.
     #[error("LLM provider answered {status}: {message}")]
-    Status { status: u16, message: String },
+    Status {
+        status: u16,
+        message: String,
+        /// The provider's `retry-after`, when it sent one.
+        retry_after: Option<std::time::Duration>,
+    },
     /// No usable answer: connection refused or reset, or a body we could not read.
     #[error("LLM call failed: {0}")]
     Transport(String),
