@@ -12,7 +12,7 @@ pub mod tools;
 
 use std::sync::Arc;
 
-use agentq_shared::config::WorkerConfig;
+use agentq_shared::config::{LlmProvider, WorkerConfig};
 use agentq_shared::pricing::PricingTable;
 use agentq_shared::queue::{self, QueueSettings, StepStorage};
 use agentq_shared::store::{self, Store};
@@ -22,6 +22,7 @@ use apalis::prelude::*;
 
 use crate::llm::LlmClient;
 use crate::llm::anthropic::AnthropicClient;
+use crate::llm::openai::OpenAiClient;
 
 /// Everything a step needs, built once per process.
 pub struct Context {
@@ -48,7 +49,12 @@ impl Context {
         let pricing_file = std::env::var("AGENTQ_PRICING_FILE").ok();
         Ok(Self {
             tools: tools::registry(&config.tools)?,
-            llm: Arc::new(AnthropicClient::new(&config.llm)?),
+            llm: match &config.llm.provider {
+                LlmProvider::Anthropic => Arc::new(AnthropicClient::new(&config.llm)?),
+                LlmProvider::OpenAi(openai) => {
+                    Arc::new(OpenAiClient::new(openai, config.llm.timeout)?)
+                }
+            },
             pricing: PricingTable::load(pricing_file.as_deref()).context("AGENTQ_PRICING_FILE")?,
             store,
             queue,
@@ -74,7 +80,8 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         worker = %instance,
         queue = %queue::queue_name(ctx.store.redis_prefix()),
         tools = ?ctx.tools.names(),
-        llm = %ctx.config.llm.base_url,
+        llm = ?ctx.config.llm.provider,
+        anthropic_base_url = %ctx.config.llm.base_url,
         "worker starting"
     );
     let poll_interval = ctx.config.poll_interval;

@@ -372,3 +372,92 @@ async fn the_prompt_prefix_is_cached() {
     );
     assert!(tools[0].get("cache_control").is_none());
 }
+
+/// A minimal OpenAI-compatible server: calls echo first, then answers with the tool's output.
+async fn chat_completions_server() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let handler = |axum::extract::State(seen): axum::extract::State<
+        std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    >,
+                   axum::Json(body): axum::Json<serde_json::Value>| async move {
+        seen.lock().unwrap().push(body.clone());
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let tool_output = messages
+            .iter()
+            .find(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap_or_default().to_owned());
+        let message = match tool_output {
+            None => json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": "{\"text\":\"from llama\"}"}}]}),
+            Some(output) => {
+                json!({"role": "assistant", "content": format!("the tool said {output}")})
+            }
+        };
+        let finish = if message.get("tool_calls").is_some() {
+            "tool_calls"
+        } else {
+            "stop"
+        };
+        axum::Json(
+            json!({"id": "x", "object": "chat.completion", "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}}),
+        )
+    };
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(handler))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}/v1"), seen)
+}
+
+#[tokio::test]
+async fn an_openai_compatible_server_can_drive_the_agent() {
+    let (url, seen) = chat_completions_server().await;
+    let (env, key) = env_with_worker(&[
+        ("AGENTQ_LLM_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", url.as_str()),
+    ])
+    .await;
+    let id = env
+        .run(
+            &key,
+            "local model: echo something",
+            json!({"model": "llama3.1", "tools": ["echo"]}),
+        )
+        .await;
+    let session = env.wait_status(&key, id, SessionStatus::Completed).await;
+    assert_eq!(
+        session.steps[0].action,
+        Some(ToolCall {
+            tool: "echo".into(),
+            args: json!({"text": "from llama"})
+        })
+    );
+    assert_eq!(
+        session.final_answer.as_deref(),
+        Some("the tool said {\"text\":\"from llama\"}")
+    );
+    assert_eq!(
+        (
+            session.totals.llm_calls,
+            session.totals.input_tokens,
+            session.totals.cost_usd
+        ),
+        (2, 100, None)
+    );
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(
+        requests[1]["messages"][2]["tool_calls"][0]["id"],
+        json!("call_1")
+    );
+    assert_eq!(
+        requests[1]["messages"][3],
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "{\"text\":\"from llama\"}"})
+    );
+}

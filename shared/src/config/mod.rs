@@ -262,8 +262,27 @@ impl ApiConfig {
     }
 }
 
+/// Which LLM API the workers call (`AGENTQ_LLM_PROVIDER`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmProvider {
+    /// The Anthropic Messages API (`ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`).
+    Anthropic,
+    /// An OpenAI-compatible chat-completions server (Ollama, vLLM, llama.cpp).
+    OpenAi(OpenAiConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiConfig {
+    /// `OPENAI_BASE_URL`, e.g. http://127.0.0.1:11434/v1 for Ollama.
+    pub base_url: String,
+    /// `OPENAI_API_KEY`, sent as a bearer token when set.
+    pub api_key: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
+    pub provider: LlmProvider,
+    /// Empty for providers other than Anthropic.
     pub api_key: String,
     pub base_url: String,
     pub default_model: String,
@@ -346,14 +365,45 @@ impl WorkerConfig {
             &["http", "https"],
             "an http(s) URL such as https://api.anthropic.com",
         )?;
+        let provider = match env.raw("AGENTQ_LLM_PROVIDER").as_deref().map(str::trim) {
+            None | Some("anthropic") => LlmProvider::Anthropic,
+            Some("openai") => {
+                let url = env.required(
+                    "OPENAI_BASE_URL",
+                    "the server's OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1",
+                )?;
+                let url = env.url(
+                    "OPENAI_BASE_URL",
+                    url,
+                    &["http", "https"],
+                    "an http(s) URL such as http://127.0.0.1:11434/v1",
+                )?;
+                LlmProvider::OpenAi(OpenAiConfig {
+                    base_url: url.trim_end_matches('/').to_owned(),
+                    api_key: env.raw("OPENAI_API_KEY"),
+                })
+            }
+            Some(other) => {
+                return Err(ConfigError::Malformed {
+                    var: "AGENTQ_LLM_PROVIDER",
+                    value: other.to_owned(),
+                    expected: "anthropic or openai",
+                });
+            }
+        };
+        let api_key = match provider {
+            LlmProvider::Anthropic => env.required(
+                "ANTHROPIC_API_KEY",
+                "an Anthropic API key (deploy/demo.sh runs a local stand-in model without one)",
+            )?,
+            LlmProvider::OpenAi(_) => String::new(),
+        };
         Ok(Self {
             store: StoreConfig::from_env(env)?,
             tools: ToolSettings::from_env(env)?,
             llm: LlmConfig {
-                api_key: env.required(
-                    "ANTHROPIC_API_KEY",
-                    "an Anthropic API key (deploy/demo.sh runs a local stand-in model without one)",
-                )?,
+                provider,
+                api_key,
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 default_model: default_model(env),
                 max_tokens: env.parsed("AGENTQ_LLM_MAX_TOKENS", 4096, "a number of tokens")?,
@@ -406,6 +456,39 @@ mod tests {
         assert_eq!(config.store.redis_prefix, "agentq");
         let api = ApiConfig::from_env(&env(&BASE)).unwrap();
         assert_eq!(api.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn an_openai_compatible_provider_needs_its_url_not_an_anthropic_key() {
+        let base = [
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/agentq"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("AGENTQ_LLM_PROVIDER", "openai"),
+        ];
+        let missing = WorkerConfig::from_env(&env(&base)).unwrap_err().to_string();
+        assert!(
+            missing.starts_with("OPENAI_BASE_URL is not set"),
+            "{missing}"
+        );
+        let mut with_url = base.to_vec();
+        with_url.push(("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1/"));
+        let config = WorkerConfig::from_env(&env(&with_url)).unwrap();
+        assert_eq!(
+            config.llm.provider,
+            LlmProvider::OpenAi(OpenAiConfig {
+                base_url: "http://127.0.0.1:11434/v1".into(),
+                api_key: None
+            })
+        );
+        let mut wrong = base.to_vec();
+        wrong[2] = ("AGENTQ_LLM_PROVIDER", "gemini");
+        let wrong = WorkerConfig::from_env(&env(&wrong))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong.starts_with("AGENTQ_LLM_PROVIDER=\"gemini\" is malformed"),
+            "{wrong}"
+        );
     }
 
     #[test]

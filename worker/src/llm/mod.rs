@@ -3,6 +3,7 @@
 //! which is the native protocol agentq speaks.
 
 pub mod anthropic;
+pub mod openai;
 
 use agentq_shared::schemas::Usage;
 
