@@ -91,6 +91,28 @@ mod tests {
     use std::str::FromStr;
 
     #[test]
+    fn an_operator_file_replaces_the_table() {
+        let path = std::env::temp_dir().join(format!("agentq-pricing-{}.toml", std::process::id()));
+        let text = "version = \"ours\"\n[models.house-model]\ninput = \"2\"\noutput = \"4\"\n\
+                    cache_write_5m = \"0\"\ncache_write_1h = \"0\"\ncache_read = \"0\"\n";
+        std::fs::write(&path, text).unwrap();
+        let table = PricingTable::load(path.to_str()).unwrap();
+        let usage = Usage {
+            input_tokens: 500_000,
+            output_tokens: 250_000,
+            ..Default::default()
+        };
+        assert_eq!(table.cost("house-model", usage), Some(Decimal::from(2)));
+        assert_eq!(
+            table.cost("claude-sonnet-4-5", usage),
+            None,
+            "replaced, not merged"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert!(PricingTable::load(Some("/nonexistent/pricing.toml")).is_err());
+    }
+
+    #[test]
     fn costs_are_exact() {
         let table = PricingTable::builtin();
         let usage = Usage {
