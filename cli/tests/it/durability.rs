@@ -145,10 +145,7 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
 
 #[tokio::test]
 async fn cancel_during_a_long_tool_call_stops_it_within_two_seconds() {
-    let mut env = TestEnv::new().await;
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm.script(
         "marker-long",
         vec![
@@ -187,10 +184,7 @@ async fn cancel_during_a_long_tool_call_stops_it_within_two_seconds() {
 
 #[tokio::test]
 async fn approve_and_reject_resume_the_session_through_the_api() {
-    let mut env = TestEnv::new().await;
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[]).await;
     let other = env.key("other-org").await;
     for (marker, approved) in [("marker-approve", true), ("marker-reject", false)] {
         env.llm.script(
@@ -289,12 +283,11 @@ async fn approve_and_reject_resume_the_session_through_the_api() {
 
 #[tokio::test]
 async fn an_unanswered_approval_expires() {
-    let mut env = TestEnv::new().await;
-    env.set("AGENTQ_APPROVAL_TTL_SECS", "1");
-    env.set("AGENTQ_RECONCILE_EVERY_MS", "200");
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[
+        ("AGENTQ_APPROVAL_TTL_SECS", "1"),
+        ("AGENTQ_RECONCILE_EVERY_MS", "200"),
+    ])
+    .await;
     env.llm.script(
         "marker-expire",
         vec![
@@ -377,11 +370,7 @@ async fn an_idempotency_key_returns_the_same_session() {
 
 #[tokio::test]
 async fn a_session_past_its_deadline_fails() {
-    let mut env = TestEnv::new().await;
-    env.set("AGENTQ_SESSION_DEADLINE_SECS", "1");
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[("AGENTQ_SESSION_DEADLINE_SECS", "1")]).await;
     env.llm.script(
         "marker-deadline",
         vec![
@@ -463,11 +452,7 @@ async fn sigterm_lets_the_running_step_finish() {
 
 #[tokio::test]
 async fn an_llm_call_past_its_timeout_fails_the_session() {
-    let mut env = TestEnv::new().await;
-    env.set("AGENTQ_LLM_TIMEOUT_SECS", "1");
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[("AGENTQ_LLM_TIMEOUT_SECS", "1")]).await;
     env.llm.script(
         "marker-llm-slow",
         vec![Turn::answer("too late").delay(Duration::from_secs(3))],

@@ -129,6 +129,19 @@ impl TestEnv {
         }
     }
 
+    /// A fresh environment with `vars` set, the API and one worker running, and a key of org
+    /// "acme".
+    pub async fn running(vars: &[(&str, &str)]) -> (Self, String) {
+        let mut env = Self::new().await;
+        for (var, value) in vars {
+            env.set(var, value);
+        }
+        env.start_api().await;
+        env.start_worker();
+        let key = env.key("acme").await;
+        (env, key)
+    }
+
     /// Sets a variable for the processes started from now on.
     pub fn set(&mut self, var: &str, value: &str) {
         self.env.retain(|(k, _)| k != var);

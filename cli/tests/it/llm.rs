@@ -12,17 +12,6 @@ use serde_json::json;
 
 use crate::harness::TestEnv;
 
-async fn env_with_worker(vars: &[(&str, &str)]) -> (TestEnv, String) {
-    let mut env = TestEnv::new().await;
-    for (var, value) in vars {
-        env.set(var, value);
-    }
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
-    (env, key)
-}
-
 const RETRIES: [(&str, &str); 2] = [
     ("AGENTQ_LLM_ATTEMPTS", "5"),
     ("AGENTQ_LLM_RETRY_MIN_DELAY_MS", "50"),
@@ -30,7 +19,7 @@ const RETRIES: [(&str, &str); 2] = [
 
 #[tokio::test]
 async fn overloads_and_rate_limits_are_retried_and_billed() {
-    let (env, key) = env_with_worker(&RETRIES).await;
+    let (env, key) = TestEnv::running(&RETRIES).await;
     env.llm.script_calls(
         "marker-retry",
         vec![
@@ -62,7 +51,7 @@ async fn overloads_and_rate_limits_are_retried_and_billed() {
 
 #[tokio::test]
 async fn a_bad_request_fails_at_once_with_the_providers_message() {
-    let (env, key) = env_with_worker(&RETRIES).await;
+    let (env, key) = TestEnv::running(&RETRIES).await;
     env.llm.script(
         "marker-401",
         vec![Turn::error(
@@ -84,7 +73,7 @@ async fn a_bad_request_fails_at_once_with_the_providers_message() {
 
 #[tokio::test]
 async fn json_mode_repairs_one_malformed_answer() {
-    let (env, key) = env_with_worker(&[]).await;
+    let (env, key) = TestEnv::running(&[]).await;
     let call = r#"{"thought": "use echo", "action": {"tool": "echo", "args": {"text": "hi"}}, "is_final": false}"#;
     let done =
         r#"{"thought": "done", "action": null, "is_final": true, "final_answer": "echo said hi"}"#;
@@ -145,7 +134,7 @@ async fn json_mode_repairs_one_malformed_answer() {
 
 #[tokio::test]
 async fn json_mode_fails_after_two_malformed_answers() {
-    let (env, key) = env_with_worker(&[]).await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm.script_calls(
         "marker-badjson",
         vec![
@@ -167,7 +156,7 @@ async fn json_mode_fails_after_two_malformed_answers() {
 
 #[tokio::test]
 async fn parallel_tool_calls_run_in_order_and_answer_in_one_turn() {
-    let (env, key) = env_with_worker(&[]).await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm.script(
         "marker-parallel",
         vec![
@@ -223,7 +212,7 @@ async fn parallel_tool_calls_run_in_order_and_answer_in_one_turn() {
 
 #[tokio::test]
 async fn cost_is_exact_to_the_pricing_table() {
-    let (env, key) = env_with_worker(&[]).await;
+    let (env, key) = TestEnv::running(&[]).await;
     let usage = Usage {
         input_tokens: 10_000,
         output_tokens: 2_000,
@@ -281,7 +270,7 @@ async fn cost_is_exact_to_the_pricing_table() {
 
 #[tokio::test]
 async fn budgets_stop_a_looping_agent() {
-    let (env, key) = env_with_worker(&[]).await;
+    let (env, key) = TestEnv::running(&[]).await;
     let usage = Usage {
         input_tokens: 900,
         output_tokens: 100,
@@ -313,7 +302,7 @@ async fn budgets_stop_a_looping_agent() {
 
 #[tokio::test]
 async fn truncated_and_refused_answers() {
-    let (env, key) = env_with_worker(&[]).await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm.script_calls(
         "marker-cut",
         vec![
@@ -350,7 +339,7 @@ async fn truncated_and_refused_answers() {
 
 #[tokio::test]
 async fn the_prompt_prefix_is_cached() {
-    let (env, key) = env_with_worker(&[]).await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm.script("marker-cache", vec![Turn::answer("ok")]);
     let id = env
         .run(
@@ -419,7 +408,7 @@ async fn chat_completions_server() -> (
 #[tokio::test]
 async fn an_openai_compatible_server_can_drive_the_agent() {
     let (url, seen) = chat_completions_server().await;
-    let (env, key) = env_with_worker(&[
+    let (env, key) = TestEnv::running(&[
         ("AGENTQ_LLM_PROVIDER", "openai"),
         ("OPENAI_BASE_URL", url.as_str()),
     ])

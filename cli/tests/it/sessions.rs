@@ -12,10 +12,7 @@ use crate::harness::TestEnv;
 
 #[tokio::test]
 async fn a_session_with_a_tool_call_completes_with_exact_totals() {
-    let mut env = TestEnv::new().await;
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm.script(
         "marker-tool",
         vec![
@@ -132,10 +129,7 @@ async fn a_session_with_a_tool_call_completes_with_exact_totals() {
 
 #[tokio::test]
 async fn cancel_between_steps_stops_the_session_before_the_next_llm_call() {
-    let mut env = TestEnv::new().await;
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm.script(
         "marker-cancel",
         vec![
@@ -200,10 +194,7 @@ async fn a_worker_started_after_the_session_still_runs_it() {
 
 #[tokio::test]
 async fn max_steps_ends_a_looping_agent() {
-    let mut env = TestEnv::new().await;
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[]).await;
     let looping = vec![Turn::tool("echo", json!({"text": "again"})); 5];
     env.llm.script("marker-loop", looping);
     let id = env
@@ -218,10 +209,7 @@ async fn max_steps_ends_a_looping_agent() {
 
 #[tokio::test]
 async fn an_llm_error_fails_the_session_with_the_providers_message() {
-    let mut env = TestEnv::new().await;
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm.script(
         "marker-400",
         vec![Turn::error(
@@ -247,10 +235,7 @@ async fn an_llm_error_fails_the_session_with_the_providers_message() {
 
 #[tokio::test]
 async fn an_invalid_tool_call_becomes_an_error_observation() {
-    let mut env = TestEnv::new().await;
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm.script(
         "marker-badargs",
         vec![
@@ -271,10 +256,7 @@ async fn an_invalid_tool_call_becomes_an_error_observation() {
 
 #[tokio::test]
 async fn polls_read_redis_and_fall_back_to_postgres() {
-    let mut env = TestEnv::new().await;
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[]).await;
     env.llm
         .script("marker-snap", vec![Turn::answer("snapshotted")]);
     let id = env.run(&key, "marker-snap: hi", json!({})).await;

@@ -23,11 +23,7 @@ async fn page_server() -> String {
 
 #[tokio::test]
 async fn an_agent_fetches_a_local_page_and_answers_from_it() {
-    let mut env = TestEnv::new().await;
-    env.set("AGENTQ_WEB_FETCH_ALLOW", "127.0.0.1/32");
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[("AGENTQ_WEB_FETCH_ALLOW", "127.0.0.1/32")]).await;
     let url = page_server().await;
     // The stand-in model fetches the URL in the question, then answers quoting the tool result.
     let question = format!("What is the secret number on {url} ?");
@@ -80,10 +76,7 @@ async fn an_agent_fetches_a_local_page_and_answers_from_it() {
 
 #[tokio::test]
 async fn an_agent_cannot_reach_private_addresses() {
-    let mut env = TestEnv::new().await;
-    env.start_api().await;
-    env.start_worker();
-    let key = env.key("acme").await;
+    let (env, key) = TestEnv::running(&[]).await;
     let url = page_server().await;
     let question = format!("Read {url} please");
     let id = env
