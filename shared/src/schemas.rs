@@ -136,6 +136,9 @@ pub struct PendingApproval {
     pub step: u32,
     pub tool: String,
     pub args: serde_json::Value,
+    /// What the tool says about this call (e.g. sql_query's classification of the query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
     pub expires_at: DateTime<Utc>,
 }
 

@@ -187,7 +187,12 @@ async fn act(
         .any(|c| offered(&c.tool) && ctx.tools.get(&c.tool).is_some_and(|d| d.requires_approval));
     if needs_approval && step.approval.is_none() {
         let expires_at = Utc::now() + ctx.config.durability.approval_ttl;
-        ctx.store.await_approval(lease, expires_at).await?;
+        let details = calls
+            .iter()
+            .find_map(|c| ctx.tools.approval_details(&c.tool, &c.args));
+        ctx.store
+            .await_approval(lease, n, expires_at, details.as_ref())
+            .await?;
         ctx.store.refresh_snapshot(id).await?;
         tracing::info!("waiting for approval");
         return Ok(Err(Stop::Done));

@@ -214,6 +214,8 @@ async fn approve_and_reject_resume_the_session_through_the_api() {
             (pending.step, pending.tool.as_str(), pending.args.clone()),
             (0, "echo_approved", json!({"text": "guarded"}))
         );
+        // What the tool tells its approver besides the arguments.
+        assert_eq!(pending.details, Some(json!({"characters": 7})));
         assert_eq!(
             waiting.steps[0].observation, None,
             "nothing ran before approval"

@@ -77,6 +77,7 @@ struct StepView {
     actions: Json<Vec<ToolCall>>,
     observations: Json<Vec<serde_json::Value>>,
     invalid_output: Option<String>,
+    approval_details: Option<Json<serde_json::Value>>,
     approval: Option<String>,
     approval_reason: Option<String>,
     approved_by: Option<Uuid>,
@@ -201,6 +202,7 @@ impl Store {
         };
         let steps: Vec<StepView> = sqlx::query_as(
             "SELECT step_index, thought, action, observation, actions, observations, invalid_output,
+                    approval_details,
                     is_final, final_answer, approval,
                     approval_reason, approved_by, approved_at, started_at, finished_at
              FROM steps WHERE session_id = $1 ORDER BY step_index",
@@ -236,11 +238,12 @@ impl Store {
             (SessionStatus::AwaitingApproval, Some(expires_at)) => steps
                 .iter()
                 .find(|s| s.step_index == record.next_step)
-                .and_then(|s| s.action.as_ref())
-                .map(|action| PendingApproval {
+                .and_then(|s| s.action.as_ref().map(|action| (action, s)))
+                .map(|(action, s)| PendingApproval {
                     step: record.next_step as u32,
                     tool: action.0.tool.clone(),
                     args: action.0.args.clone(),
+                    details: s.approval_details.as_ref().map(|d| d.0.clone()),
                     expires_at,
                 }),
             _ => None,

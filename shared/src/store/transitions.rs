@@ -144,12 +144,26 @@ impl Store {
         Ok(())
     }
 
-    /// The step's tool needs a human: wait for one until `expires_at`, without the lease.
+    /// The step's tool needs a human: wait for one until `expires_at`, without the lease; the
+    /// tool's `details` are kept with the step for the approver.
     pub async fn await_approval(
         &self,
         lease: &Lease,
+        step: u32,
         expires_at: DateTime<Utc>,
+        details: Option<&serde_json::Value>,
     ) -> Result<(), WriteError> {
+        sqlx::query(
+            "UPDATE steps SET approval_details = $3
+             WHERE session_id = $1 AND step_index = $2
+               AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $4)",
+        )
+        .bind(lease.session_id)
+        .bind(step as i32)
+        .bind(details.map(sqlx::types::Json))
+        .bind(lease.fence)
+        .execute(&self.pg)
+        .await?;
         let updated = sqlx::query(
             "UPDATE sessions SET status = 'awaiting_approval', approval_expires_at = $3,
                  lease_owner = NULL, lease_until = NULL, version = version + 1, updated_at = now()

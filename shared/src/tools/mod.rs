@@ -94,4 +94,10 @@ pub trait Tool: Send + Sync {
     fn is_idempotent(&self, _args: &serde_json::Value) -> bool {
         self.definition().idempotent
     }
+
+    /// For tools that require approval: what the approver should see besides the arguments
+    /// (shown in the session's `pending_approval.details`).
+    fn approval_details(&self, _args: &serde_json::Value) -> Option<serde_json::Value> {
+        None
+    }
 }

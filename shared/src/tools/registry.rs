@@ -80,6 +80,17 @@ impl ToolRegistry {
             .is_some_and(|entry| entry.tool.is_idempotent(args))
     }
 
+    /// What the approver of this call should see besides its arguments.
+    pub fn approval_details(
+        &self,
+        name: &str,
+        args: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        self.tools
+            .get(name)
+            .and_then(|entry| entry.tool.approval_details(args))
+    }
+
     /// Problems with `args` for the named tool, as readable lines; empty when they are valid.
     pub fn check_args(&self, name: &str, args: &serde_json::Value) -> Result<(), String> {
         let Some(entry) = self.tools.get(name) else {

@@ -25,6 +25,12 @@ impl Tool for Echo {
             .unwrap_or_else(|| unreachable!("test tools are in the catalog when turned on"))
     }
 
+    /// `echo_approved` tells its approver how long the text is (a test of the approval hook).
+    fn approval_details(&self, args: &Value) -> Option<Value> {
+        let text = args.get("text").and_then(Value::as_str)?;
+        (self.definition().requires_approval).then(|| json!({"characters": text.chars().count()}))
+    }
+
     async fn call(&self, args: Value, _ctx: &ToolContext) -> Result<Value, ToolError> {
         if let Some(delay) = args.get("delay_ms").and_then(Value::as_u64) {
             tokio::time::sleep(Duration::from_millis(delay)).await;
