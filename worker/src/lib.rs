@@ -73,6 +73,7 @@ impl Context {
 /// SIGTERM, running steps get `AGENTQ_SHUTDOWN_GRACE_SECS` to finish; one cut short is picked up
 /// again by the queue's orphan recovery or the reconciler.
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+    tools::sql_query::check(&config.tools.sql_query).await?;
     let ctx = Arc::new(Context::build(config).await?);
     let instance = ctx.worker_name.clone();
     tokio::spawn(reconciler::run(ctx.clone()));

@@ -11,4 +11,5 @@ mod durability;
 mod harness;
 mod llm;
 mod sessions;
+mod sql;
 mod web;

@@ -1,6 +1,7 @@
 //! Tool implementations, registered against the catalog of definitions in `agentq_shared::tools`.
 
 mod echo;
+pub mod sql_query;
 pub mod web_fetch;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub fn registry(settings: &ToolSettings) -> anyhow::Result<ToolRegistry> {
     for definition in builtin_definitions(settings) {
         let tool: Arc<dyn Tool> = match definition.name.as_str() {
             WEB_FETCH => Arc::new(web_fetch::WebFetch::new(&settings.web_fetch)?),
+            agentq_shared::tools::sql_query::NAME => Arc::new(sql_query::SqlQuery::new(settings)?),
             ECHO => Arc::new(echo::Echo { name: ECHO }),
             ECHO_APPROVED => Arc::new(echo::Echo {
                 name: ECHO_APPROVED,

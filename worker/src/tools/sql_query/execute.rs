@@ -1,0 +1,252 @@
+//! Running one checked statement on the target database.
+//!
+//! Each call takes a pooled connection and runs, in its own transaction:
+//! `BEGIN READ ONLY` (or `READ WRITE` when writes are allowed), `SET LOCAL statement_timeout`,
+//! `lock_timeout` and `idle_in_transaction_session_timeout`, a refusal of superuser
+//! connections (unless allowed), then the statement through the extended protocol (which
+//! refuses more than one command) with its parameters bound. Rows are read until the row or
+//! byte cap; a read-only transaction is always rolled back, a write one committed.
+//!
+//! If the caller drops the call (cancel, deadline), the connection is closed rather than
+//! returned to the pool: Postgres then rolls the transaction back, and the session settings
+//! (timeouts, `client_connection_check_interval` where available) stop a running statement.
+
+use std::time::Duration;
+
+use agentq_shared::config::SqlQuerySettings;
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Column, Either, Executor, Postgres, Row, Statement, ValueRef};
+
+use super::policy::{Access, Classification};
+use super::{params, types};
+
+/// Connection options every sql_query connection starts with.
+pub fn connect_options(settings: &SqlQuerySettings) -> anyhow::Result<PgConnectOptions> {
+    let url = settings
+        .url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("AGENTQ_SQL_TOOL_URL is not set"))?;
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("AGENTQ_SQL_TOOL_URL is not a usable Postgres URL: {e}"))?;
+    let ms = |d: Duration| d.as_millis().to_string();
+    let read_only = if settings.allow_writes { "off" } else { "on" };
+    Ok(options
+        .application_name("agentq sql_query")
+        .statement_cache_capacity(32)
+        .options([
+            ("statement_timeout", ms(settings.statement_timeout)),
+            ("lock_timeout", ms(settings.lock_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                ms(settings.statement_timeout * 2),
+            ),
+            ("default_transaction_read_only", read_only.into()),
+            ("standard_conforming_strings", "on".into()),
+        ]))
+}
+
+/// A pool that connects on first use (building it needs a Tokio runtime).
+pub fn pool(settings: &SqlQuerySettings) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .idle_timeout(Duration::from_secs(60))
+        .connect_lazy_with(connect_options(settings)?))
+}
+
+/// A pooled connection that is closed, not reused, unless the call finished cleanly.
+struct Guard(Option<PoolConnection<Postgres>>);
+
+impl Guard {
+    fn conn(&mut self) -> &mut sqlx::PgConnection {
+        match &mut self.0 {
+            Some(conn) => conn,
+            None => unreachable!("the connection is only taken by finish()"),
+        }
+    }
+
+    /// Returns the connection to the pool (`reuse`) or closes it.
+    fn finish(mut self, reuse: bool) {
+        if let Some(mut conn) = self.0.take()
+            && !reuse
+        {
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.0 {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// Why the call failed at the database: a message the agent can act on.
+pub fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let hint = match code.as_str() {
+                "57014" => " (the statement timeout cancelled it: narrow or LIMIT the query)",
+                "55P03" => " (lock_timeout: the rows are locked by another transaction)",
+                "25006" => " (the transaction is read-only)",
+                "42501" => " (the database role lacks this privilege)",
+                _ => "",
+            };
+            format!("database error {code}: {}{hint}", db.message())
+        }
+        sqlx::Error::PoolTimedOut => {
+            "could not get a connection to the SQL database in time".into()
+        }
+        other => format!("the SQL database could not be reached: {other}"),
+    }
+}
+
+/// Runs the checked statement; `Err` carries the message the agent sees.
+pub async fn run(
+    pool: &PgPool,
+    settings: &SqlQuerySettings,
+    checked: &Classification,
+    params: &[Value],
+) -> Result<Value, String> {
+    let mut guard = Guard(Some(pool.acquire().await.map_err(|e| describe(&e))?));
+    let conn = guard.conn();
+    let superuser: String = sqlx::query_scalar("SELECT current_setting('is_superuser')")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| describe(&e))?;
+    if superuser == "on" && !settings.allow_superuser {
+        return Err(SUPERUSER_REFUSED.into());
+    }
+    let mode = match checked.access {
+        Access::ReadOnly => "READ ONLY",
+        Access::Write => "READ WRITE",
+    };
+    let ms = |d: Duration| d.as_millis();
+    let begin = format!(
+        "BEGIN {mode}; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; \
+         SET LOCAL idle_in_transaction_session_timeout = {}",
+        ms(settings.statement_timeout),
+        ms(settings.lock_timeout),
+        ms(settings.statement_timeout * 2),
+    );
+    conn.execute(sqlx::raw_sql(AssertSqlSafe(begin)))
+        .await
+        .map_err(|e| describe(&e))?;
+    // Stops a running statement soon after the client went away (Postgres 14+).
+    sqlx::query(
+        "SELECT set_config(name, '1000', true) FROM pg_settings \
+         WHERE name = 'client_connection_check_interval'",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| describe(&e))?;
+
+    let outcome = rows(conn, settings, &checked.normalized, params).await;
+    let (mut result, drained) = match outcome {
+        Ok(ok) => ok,
+        Err(message) => {
+            // The transaction is aborted; closing the connection ends it.
+            guard.finish(false);
+            return Err(message);
+        }
+    };
+    let conn = guard.conn();
+    let end = match checked.access {
+        Access::ReadOnly => "ROLLBACK",
+        Access::Write => "COMMIT",
+    };
+    if checked.access == Access::Write || drained {
+        conn.execute(end).await.map_err(|e| describe(&e))?;
+        guard.finish(true);
+    } else {
+        // Rows are still coming: closing is quicker than draining them, and rolls back.
+        guard.finish(false);
+    }
+    if let Some(object) = result.as_object_mut() {
+        object.insert("statement".into(), json!(checked.statement));
+    }
+    Ok(result)
+}
+
+pub const SUPERUSER_REFUSED: &str = "sql_query refuses to run on a superuser connection: give \
+    AGENTQ_SQL_TOOL_URL a role without superuser, write or file privileges (README, \
+    \"sql_query's database role\"), or set AGENTQ_SQL_ALLOW_SUPERUSER=true";
+
+/// Prepares, binds and reads the statement. The flag says whether every row was read.
+async fn rows(
+    conn: &mut sqlx::PgConnection,
+    settings: &SqlQuerySettings,
+    sql: &str,
+    params: &[Value],
+) -> Result<(Value, bool), String> {
+    let statement = conn
+        .prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(
+            sql.to_owned(),
+        )))
+        .await
+        .map_err(|e| describe(&e))?;
+    let types = match statement.parameters() {
+        Some(Either::Left(types)) => types.to_vec(),
+        _ => Vec::new(),
+    };
+    let args = params::bind(&types, params)?;
+    let columns: Vec<Value> = statement
+        .columns()
+        .iter()
+        .map(|c| json!({"name": c.name(), "type": c.type_info().to_string().to_lowercase()}))
+        .collect();
+    let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), args);
+    if columns.is_empty() {
+        let done = query.execute(&mut *conn).await.map_err(|e| describe(&e))?;
+        let result = json!({"columns": [], "rows": [], "row_count": 0, "truncated": false,
+                            "rows_affected": done.rows_affected()});
+        return Ok((result, true));
+    }
+    let mut stream = query.fetch(&mut *conn);
+    let (mut rows, mut bytes, mut truncated) = (Vec::new(), 2usize, None);
+    while let Some(row) = stream.try_next().await.map_err(|e| describe(&e))? {
+        if rows.len() == settings.max_rows {
+            truncated = Some(format!("more than {} rows", settings.max_rows));
+            break;
+        }
+        let values: Vec<Value> = (0..row.len())
+            .map(|i| match row.try_get_raw(i) {
+                Ok(raw) if raw.is_null() => Value::Null,
+                Ok(raw) => types::to_json(&raw.type_info(), raw.as_bytes().ok()),
+                Err(_) => Value::Null,
+            })
+            .collect();
+        let size = serde_json::to_string(&values)
+            .map(|s| s.len() + 1)
+            .unwrap_or(0);
+        if bytes + size > settings.max_bytes {
+            truncated = Some(format!("more than {} bytes of rows", settings.max_bytes));
+            break;
+        }
+        bytes += size;
+        rows.push(Value::Array(values));
+    }
+    drop(stream);
+    let mut result = json!({
+        "columns": columns,
+        "row_count": rows.len(),
+        "rows": rows,
+        "truncated": truncated.is_some(),
+    });
+    if let (Some(why), Some(object)) = (&truncated, result.as_object_mut()) {
+        object.insert(
+            "note".into(),
+            json!(format!(
+                "stopped at {why}: aggregate, filter, select fewer columns or add LIMIT/OFFSET"
+            )),
+        );
+    }
+    Ok((result, truncated.is_none()))
+}
