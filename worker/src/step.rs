@@ -77,6 +77,19 @@ pub async fn run_step(ctx: &Context, job: StepJob) -> anyhow::Result<()> {
         tracing::debug!("another worker holds the session and is alive; duplicate job acked");
         return Ok(());
     };
+    // Taking the lease may have waited: read the session again under it.
+    let session = match ctx.store.session_row(id).await? {
+        Some(s)
+            if s.next_step == n
+                && matches!(s.status, SessionStatus::Pending | SessionStatus::Running) =>
+        {
+            s
+        }
+        _ => {
+            ctx.store.release_lease(&lease).await?;
+            return Ok(());
+        }
+    };
     match leased_step(ctx, &session, &lease, n).await {
         Ok(()) => Ok(()),
         Err(e) if lease_lost(&e) => {
