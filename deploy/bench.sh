@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/agentq-target}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-deploy/ensure-services.sh
+deploy/ensure-services.sh --docker
 cargo build --release --workspace --bins
 cargo bench --workspace "$@"

@@ -6,9 +6,11 @@
 # Idempotent: when everything is already there it prints nothing and takes well under a second.
 # Every action it takes prints one line starting with "ensure-services:".
 #
-# Usage: deploy/ensure-services.sh [--no-rust-tools] [--no-services]
+# Usage: deploy/ensure-services.sh [--no-rust-tools] [--no-services] [--docker]
 #   --no-rust-tools  skip cargo-nextest, rustfmt and clippy (cargo itself is still required)
 #   --no-services    skip Redis and PostgreSQL (for when they run elsewhere)
+#   --docker         also a Docker engine (started with dockerd when none answers) and the
+#                    code_run sandbox images (deploy/sandbox/build-images.sh when missing)
 #
 # Written for Debian 12. Run as root to let it use apt-get; as another user it says what to
 # install instead.
@@ -21,10 +23,12 @@ readonly PG_HOST=127.0.0.1 PG_PORT=${ENSURE_PG_PORT:-5432}
 
 want_rust_tools=1
 want_services=1
+want_docker=0
 for arg in "$@"; do
   case "$arg" in
     --no-rust-tools) want_rust_tools=0 ;;
     --no-services) want_services=0 ;;
+    --docker) want_docker=1 ;;
     -h | --help)
       sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
       exit 0
@@ -241,10 +245,42 @@ ensure_nextest() {
 
 # --- Docker ---------------------------------------------------------------------------------
 
-# Placeholder: added by the code_run issue. Intentionally does nothing for now; do not install
-# Docker here until that issue lands.
+# Only with --docker (the test command passes it): a Docker engine for code_run's sandbox, and
+# its offline images. Debian's docker.io runs here as root with no iptables and no bridge, so
+# containers get `--network none`, which is all the sandbox uses (FIELD_NOTES).
+readonly DOCKER_LOG=${ENSURE_DOCKER_LOG:-/var/log/agentq-dockerd.log}
+
+docker_answers() { timeout 5 docker version >/dev/null 2>&1; }
+
 ensure_docker() {
-  :
+  if ! command -v docker >/dev/null || ! command -v dockerd >/dev/null; then
+    apt_install docker.io
+  fi
+  if ! docker_answers; then
+    is_root || die "no Docker engine answers; start one as root:" \
+      "dockerd --iptables=false --ip6tables=false --bridge=none &"
+    log "starting dockerd (log: $DOCKER_LOG)"
+    # setsid: the engine outlives this script and the test run that started it.
+    setsid dockerd --iptables=false --ip6tables=false --bridge=none \
+      >>"$DOCKER_LOG" 2>&1 </dev/null &
+    wait_until 60 docker_answers || die "dockerd started but does not answer; see $DOCKER_LOG"
+  fi
+  local missing=0 image
+  for image in "${AGENTQ_SANDBOX_PYTHON_IMAGE:-agentq-sandbox-python:3.11}" \
+    "${AGENTQ_SANDBOX_NODE_IMAGE:-agentq-sandbox-node:20}"; do
+    docker image inspect "$image" >/dev/null 2>&1 || missing=1
+  done
+  ((missing)) || return 0
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  command -v npm >/dev/null || apt_install npm
+  log "building the sandbox images (deploy/sandbox/build-images.sh, about a minute)"
+  bash "$(dirname "${BASH_SOURCE[0]}")/sandbox/build-images.sh" || die "building the sandbox images failed"
+}
+
+# bubblewrap is code_run's process backend, for hosts without Docker.
+ensure_bwrap() {
+  command -v bwrap >/dev/null && return 0
+  apt_install bubblewrap
 }
 
 # --- main -----------------------------------------------------------------------------------
@@ -261,4 +297,6 @@ if ((want_rust_tools)); then
   ensure_rust_component clippy clippy
   ensure_nextest
 fi
-ensure_docker
+ensure_bwrap
+((want_docker)) && ensure_docker
+exit 0

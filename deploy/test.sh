@@ -2,9 +2,11 @@
 # Runs the whole test suite — the README's "run the whole test suite" command, and what CI runs
 # (.ci/run). Stops at the first stage that fails and prints how long each stage took.
 #
-# Stages: services and tools (deploy/ensure-services.sh), rustfmt check, clippy with warnings
-# denied, a build of the binaries (the end-to-end tests spawn them), then cargo nextest over the
-# whole workspace (profile `ci` from .config/nextest.toml when CI is set).
+# Stages: services and tools (deploy/ensure-services.sh --docker: also a Docker engine and the
+# code_run sandbox images), rustfmt check, clippy with warnings denied, a build of the binaries
+# (the end-to-end tests spawn them), then cargo nextest over the whole workspace (profile `ci`
+# from .config/nextest.toml when CI is set; CI also sets AGENTQ_REQUIRE_DOCKER=1, so code_run's
+# Docker tests fail rather than skip without an engine).
 #
 # Environment (defaults in brackets):
 #   CARGO_TARGET_DIR [~/.cache/agentq-target]
@@ -57,11 +59,13 @@ nextest_args=(--workspace --no-fail-fast)
 fmt_args=(--check)
 if [[ -n ${CI:-} && ${CI} != false && ${CI} != 0 ]]; then
   nextest_args+=(--profile ci)
+  # code_run's Docker tests fail instead of skipping when no engine answers.
+  export AGENTQ_REQUIRE_DOCKER=1
   fmt_args+=(--color never) # plain diffs in CI logs
   export CARGO_TERM_COLOR=never
 fi
 
-stage services bash deploy/ensure-services.sh
+stage services bash deploy/ensure-services.sh --docker
 stage fmt cargo fmt --all -- "${fmt_args[@]}"
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage build cargo build --workspace --bins

@@ -108,6 +108,7 @@ async fn keys_are_required_and_sessions_are_private_to_their_org() {
         tools,
         vec![
             ("web_fetch", false, true),
+            ("code_run", false, true),
             ("echo", false, true),
             ("echo_approved", true, false)
         ]

@@ -7,6 +7,7 @@
 mod api;
 mod chaos;
 mod cli;
+mod code;
 mod durability;
 mod harness;
 mod llm;

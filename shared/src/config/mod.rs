@@ -139,7 +139,7 @@ impl StoreConfig {
 mod code_run;
 mod sql_query;
 
-pub use code_run::CodeRunSettings;
+pub use code_run::{CodeRunSettings, SandboxLimits, SandboxMode};
 pub use sql_query::SqlQuerySettings;
 
 /// Which tools this deployment offers, and their limits.

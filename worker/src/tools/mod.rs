@@ -1,5 +1,6 @@
 //! Tool implementations, registered against the catalog of definitions in `agentq_shared::tools`.
 
+pub mod code_run;
 mod echo;
 pub mod sql_query;
 pub mod web_fetch;
@@ -18,6 +19,7 @@ pub fn registry(settings: &ToolSettings) -> anyhow::Result<ToolRegistry> {
         let tool: Arc<dyn Tool> = match definition.name.as_str() {
             WEB_FETCH => Arc::new(web_fetch::WebFetch::new(&settings.web_fetch)?),
             agentq_shared::tools::sql_query::NAME => Arc::new(sql_query::SqlQuery::new(settings)?),
+            code_run::NAME => Arc::new(code_run::CodeRun::new(settings)?),
             ECHO => Arc::new(echo::Echo { name: ECHO }),
             ECHO_APPROVED => Arc::new(echo::Echo {
                 name: ECHO_APPROVED,
