@@ -150,8 +150,7 @@ impl TestEnv {
 
     /// A worker's context in this process, configured like the worker binaries.
     pub async fn worker_context(&self) -> std::sync::Arc<agentq_worker::Context> {
-        let vars: std::collections::HashMap<String, String> = self.env.iter().cloned().collect();
-        let env = agentq_shared::config::Env::from_fn(move |k| vars.get(k).cloned());
+        let env = agentq_shared::config::Env::from_pairs(&self.env);
         let config = agentq_shared::config::WorkerConfig::from_env(&env).expect("worker config");
         std::sync::Arc::new(
             agentq_worker::Context::build(config)

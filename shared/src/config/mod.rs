@@ -30,6 +30,17 @@ impl Env<fn(&str) -> Option<String>> {
     }
 }
 
+impl Env<Box<dyn Fn(&str) -> Option<String> + Send + Sync>> {
+    /// Variables from a list, for tests and for processes configured in code.
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> Self {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        Env(Box::new(move |k| map.get(k).cloned()))
+    }
+}
+
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     pub fn from_fn(f: F) -> Self {
         Env(f)
@@ -432,14 +443,9 @@ fn default_model<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Env::from_fn(move |k| map.get(k).cloned())
+        Env::from_pairs(pairs)
     }
 
     const BASE: [(&str, &str); 3] = [
