@@ -233,7 +233,10 @@ pub async fn approve(
     };
     // The normal id of this step was used when it first ran; this push needs its own.
     let task_id = TaskId::from_string(format!("{session_id}:{}:approval", request.step));
-    queue::enqueue_as(&state.queue, job, task_id).await?;
+    if let Err(e) = queue::enqueue_as(&state.queue, job, task_id).await {
+        // The decision is recorded: the reconciler enqueues the step once Redis answers again.
+        tracing::warn!(%session_id, error = %e, "cannot enqueue the approved step yet; the reconciler will");
+    }
     let session = state
         .store
         .refresh_snapshot(session_id)
