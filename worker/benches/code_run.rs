@@ -80,14 +80,17 @@ async fn main() {
         } else {
             "docker, pre-created containers"
         };
-        // Between runs, let the pool refill so each run measures a pooled start.
+        // Between runs the engine comes to rest, as it does during the LLM call between two
+        // steps of a session: the pool is full again and the last container's background
+        // removal is done. Both Docker figures are measured this way.
         let refilled = async || {
             for _ in 0..200 {
-                if pool_size == 0 || docker.pool_ready(Language::Python) >= 1 {
-                    return;
+                if pool_size == 0 || docker.pool_ready(Language::Python) >= pool_size {
+                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            tokio::time::sleep(Duration::from_millis(150)).await;
         };
         measure(label, &tool, runs, refilled).await;
     }

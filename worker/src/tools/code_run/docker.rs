@@ -74,9 +74,7 @@ impl DockerBackend {
 
     pub async fn run(&self, request: &Request) -> Result<RunOutput, ToolError> {
         let started = Instant::now();
-        let pooled = self
-            .pool
-            .take(request.language, &self.container_body(request.language));
+        let pooled = self.pool.take(request.language);
         let id = match pooled {
             Some(id) => id,
             None => self.create(request.language).await?,
@@ -96,6 +94,8 @@ impl DockerBackend {
         let mut output = self.collect(&id, attached, request, started).await;
         output.duration_ms = started.elapsed().as_millis() as u64;
         drop(guard);
+        self.pool
+            .refill(request.language, &self.container_body(request.language));
         Ok(output)
     }
 

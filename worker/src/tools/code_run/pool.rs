@@ -37,19 +37,26 @@ impl Pool {
         }
     }
 
-    /// A pre-created container for `language`, if one is ready; a replacement is created in the
-    /// background.
-    pub fn take(&self, language: Language, body: &ContainerCreateBody) -> Option<String> {
+    /// A pre-created container for `language`, if one is ready. Call [`Pool::refill`] once the
+    /// run no longer needs the engine's attention.
+    pub fn take(&self, language: Language) -> Option<String> {
         if self.size == 0 {
             return None;
         }
-        let taken = self.lock().get_mut(&language).and_then(Vec::pop);
+        self.lock().get_mut(&language).and_then(Vec::pop)
+    }
+
+    /// Creates replacements in the background. Done after a run rather than when its container
+    /// is taken: a create running in the engine while the run starts slows the start down.
+    pub fn refill(&self, language: Language, body: &ContainerCreateBody) {
+        if self.size == 0 {
+            return;
+        }
         let pool = self.clone();
         let body = body.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { pool.top_up(language, &body).await });
         }
-        taken
     }
 
     async fn top_up(&self, language: Language, body: &ContainerCreateBody) {
