@@ -122,6 +122,15 @@ pub async fn run(
         .into_response())
 }
 
+/// The session re-read from Postgres (and written through to Redis) after a change.
+async fn refreshed(state: &AppState, id: Uuid) -> Result<AgentSession, ApiError> {
+    state
+        .store
+        .refresh_snapshot(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("session"))
+}
+
 /// A session of another org answers 404, exactly like a missing one.
 async fn owned_session(state: &AppState, org_id: Uuid, id: &str) -> Result<AgentSession, ApiError> {
     let not_found = || ApiError::not_found("session");
@@ -153,11 +162,7 @@ pub async fn cancel(
     {
         CancelOutcome::Requested => {
             tracing::info!(%session_id, "cancel requested");
-            let session = state
-                .store
-                .refresh_snapshot(session_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("session"))?;
+            let session = refreshed(&state, session_id).await?;
             Ok((StatusCode::ACCEPTED, Json(session)))
         }
         // Cancelling twice is fine: the answer is the cancelled session.
@@ -237,10 +242,6 @@ pub async fn approve(
         // The decision is recorded: the reconciler enqueues the step once Redis answers again.
         tracing::warn!(%session_id, error = %e, "cannot enqueue the approved step yet; the reconciler will");
     }
-    let session = state
-        .store
-        .refresh_snapshot(session_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("session"))?;
+    let session = refreshed(&state, session_id).await?;
     Ok((StatusCode::ACCEPTED, Json(session)))
 }

@@ -201,11 +201,7 @@ async fn approve_and_reject_resume_the_session_through_the_api() {
                 json!({"tools": ["echo_approved"]}),
             )
             .await;
-        let waiting = env
-            .wait_until(&key, id, "awaiting approval", |s| {
-                s.status == SessionStatus::AwaitingApproval
-            })
-            .await;
+        let waiting = env.wait_awaiting_approval(&key, id).await;
         let pending = waiting
             .pending_approval
             .clone()
@@ -304,10 +300,7 @@ async fn an_unanswered_approval_expires() {
             json!({"tools": ["echo_approved"]}),
         )
         .await;
-    env.wait_until(&key, id, "awaiting approval", |s| {
-        s.status == SessionStatus::AwaitingApproval
-    })
-    .await;
+    env.wait_awaiting_approval(&key, id).await;
     let session = env.wait_status(&key, id, SessionStatus::Failed).await;
     assert_eq!(session.error.expect("error").code, "approval_expired");
     assert_eq!(session.steps[0].observation, None, "the tool never ran");

@@ -324,6 +324,13 @@ impl TestEnv {
         }
     }
 
+    pub async fn wait_awaiting_approval(&self, key: &str, id: Uuid) -> AgentSession {
+        self.wait_until(key, id, "awaiting approval", |s| {
+            s.status == SessionStatus::AwaitingApproval
+        })
+        .await
+    }
+
     pub async fn wait_finished(&self, key: &str, id: Uuid) -> AgentSession {
         self.wait_until(key, id, "finished", |s| s.status.is_terminal())
             .await

@@ -125,11 +125,7 @@ async fn a_query_waits_for_approval_then_its_rows_reach_the_model() {
         let id = env
             .run(&key, &question, json!({"tools": ["sql_query"]}))
             .await;
-        let waiting = env
-            .wait_until(&key, id, "awaiting approval", |s| {
-                s.status == SessionStatus::AwaitingApproval
-            })
-            .await;
+        let waiting = env.wait_awaiting_approval(&key, id).await;
         let pending = waiting
             .pending_approval
             .clone()
