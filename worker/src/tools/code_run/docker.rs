@@ -1,6 +1,7 @@
 //! The Docker backend: one fresh, hardened, never-reused container per run (create or take
-//! from the pool, attach, start, code on stdin, capped read, wait, remove). The container's
-//! shape is in container.rs; every limit comes from `SandboxLimits` (limits.rs).
+//! from the pool, attach, start, code on stdin, capped read up to the program's end line or the
+//! engine's exit, remove in the background). The container's shape is in container.rs; every
+//! limit comes from `SandboxLimits` (limits.rs); the end line is program.rs's.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::limits::{Capped, LABEL};
 use super::pool::{Pool, remove_later};
+use super::program::{EndMarker, EndWatch};
 use super::{Language, Request, RunOutput, program};
 
 pub struct DockerBackend {
@@ -144,7 +146,8 @@ impl DockerBackend {
         let patience = limits.timeout + Duration::from_secs(10);
         let exit = tokio::spawn(exit_code(self.docker.clone(), id.to_owned(), patience));
         let mut input = attached.input;
-        let frame = program::frame(request);
+        let end = EndMarker::random();
+        let frame = program::frame(request, Some(&end));
         // Written on its own task so a program that doesn't read its stdin can't block output.
         let writer = tokio::spawn(async move {
             let _ = input.write_all(&frame).await;
@@ -154,6 +157,8 @@ impl DockerBackend {
             Capped::new(limits.output_bytes),
             Capped::new(limits.output_bytes),
         );
+        let (mut out_end, mut err_end) = (EndWatch::new(&end), EndWatch::new(&end));
+        let (mut out_done, mut err_done) = (false, false);
         let mut stream = attached.output;
         let deadline = tokio::time::Instant::from_std(started + limits.timeout);
         let mut timed_out = false;
@@ -168,9 +173,17 @@ impl DockerBackend {
                 Ok(Some(Ok(chunk))) => {
                     use bollard::container::LogOutput;
                     match chunk {
-                        LogOutput::StdOut { message } => stdout.push(&message),
-                        LogOutput::StdErr { message } => stderr.push(&message),
+                        LogOutput::StdOut { message } => {
+                            out_done = out_end.feed(&message, &mut stdout);
+                        }
+                        LogOutput::StdErr { message } => {
+                            err_done = err_end.feed(&message, &mut stderr);
+                        }
                         _ => {}
+                    }
+                    if out_done && err_done {
+                        // The program is done; the engine's teardown goes on without us.
+                        break;
                     }
                     if stdout.flooding() || stderr.flooding() {
                         flooded = true;
@@ -179,6 +192,9 @@ impl DockerBackend {
                 }
             }
         }
+        // Whatever ended the read, bytes held back as a possible marker are output.
+        out_end.finish(&mut stdout);
+        err_end.finish(&mut stderr);
         writer.abort();
         if timed_out || flooded {
             // Keep draining while the kill goes through (an undrained attach can stall it).
@@ -189,9 +205,15 @@ impl DockerBackend {
             let _ = self.docker.kill_container(id, Some(kill)).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
         }
-        let exit_code = exit.await.ok().flatten();
+        let ended = out_done && err_done;
+        let exit_code = if ended {
+            exit.abort();
+            out_end.exit_code()
+        } else {
+            exit.await.ok().flatten()
+        };
         let oom_killed =
-            exit_code == Some(137) && !timed_out && !flooded && self.oom_killed(id).await;
+            exit_code == Some(137) && !ended && !timed_out && !flooded && self.oom_killed(id).await;
         RunOutput {
             truncated: stdout.truncated() || stderr.truncated(),
             stdout: stdout.text(),

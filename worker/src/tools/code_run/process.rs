@@ -144,7 +144,7 @@ impl ProcessBackend {
         else {
             return Err(ToolError("the sandbox failed to start the program".into()));
         };
-        let frame = program::frame(request);
+        let frame = program::frame(request, None);
         let writer = tokio::spawn(async move {
             let _ = stdin.write_all(&frame).await;
         });

@@ -3,6 +3,7 @@
 //! no engine answers, unless `AGENTQ_REQUIRE_DOCKER` is set (CI), where they fail instead.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod endings;
 mod escapes;
 mod isolation;
 

@@ -104,8 +104,11 @@ both!(fork_bomb, 20_000, a_fork_bomb_is_contained);
 
 async fn an_infinite_loop_is_killed_at_the_timeout(backend: Backend) {
     let started = Instant::now();
-    let out = run(&backend, py("while True:\n    pass")).await;
+    let code = "print('started', flush=True)\nwhile True:\n    pass";
+    let out = run(&backend, py(code)).await;
     assert!(out.timed_out, "{out:?}");
+    // Output from before the timeout is kept.
+    assert_eq!(out.stdout, "started\n");
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "{:?}",
