@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Makes sure this machine has what agentq's scripts need, installing or starting only what is
 # missing: Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user postgres, no password),
-# a C compiler, and the Rust tools the test suite uses (cargo-nextest, rustfmt, clippy).
+# a C compiler, and the Rust tools the test suite uses (cargo-nextest, sqlx-cli, rustfmt, clippy).
 #
 # Idempotent: when everything is already there it prints nothing and takes well under a second.
 # Every action it takes prints one line starting with "ensure-services:".
 #
 # Usage: deploy/ensure-services.sh [--no-rust-tools] [--no-services] [--docker]
-#   --no-rust-tools  skip cargo-nextest, rustfmt and clippy (cargo itself is still required)
+#   --no-rust-tools  skip cargo-nextest, sqlx-cli, rustfmt and clippy (cargo itself is still
+#                    required)
 #   --no-services    skip Redis and PostgreSQL (for when they run elsewhere)
 #   --docker         also a Docker engine (started with dockerd when none answers) and the
 #                    code_run sandbox images (deploy/sandbox/build-images.sh when missing)
@@ -243,6 +244,20 @@ ensure_nextest() {
     die "cargo install cargo-nextest failed"
 }
 
+# sqlx-cli checks the committed .sqlx/ query data (deploy/sqlx-prepare.sh); its version is the
+# sqlx library's, from Cargo.lock, so both agree on that data's format.
+ensure_sqlx_cli() {
+  local lock want have
+  lock="$(dirname "${BASH_SOURCE[0]}")/../Cargo.lock"
+  want=$(awk '/^name = "sqlx"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$lock")
+  [[ -n $want ]] || die "no sqlx version in $lock"
+  have=$(cargo sqlx --version 2>/dev/null | awk '{ print $2 }') || true
+  [[ $have == "$want" ]] && return 0
+  log "installing sqlx-cli $want (cargo install --locked; takes a few minutes)"
+  env -u CARGO_TARGET_DIR cargo install sqlx-cli --version "=$want" --locked --quiet \
+    --no-default-features --features postgres || die "cargo install sqlx-cli failed"
+}
+
 # --- Docker ---------------------------------------------------------------------------------
 
 # Only with --docker (the test command passes it): a Docker engine for code_run's sandbox, and
@@ -296,6 +311,7 @@ if ((want_rust_tools)); then
   ensure_rust_component rustfmt fmt
   ensure_rust_component clippy clippy
   ensure_nextest
+  ensure_sqlx_cli
 fi
 ensure_bwrap
 ((want_docker)) && ensure_docker

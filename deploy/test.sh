@@ -3,7 +3,8 @@
 # (.ci/run). Stops at the first stage that fails and prints how long each stage took.
 #
 # Stages: services and tools (deploy/ensure-services.sh --docker: also a Docker engine and the
-# code_run sandbox images), rustfmt check, clippy with warnings denied, a build of the binaries
+# code_run sandbox images), rustfmt check, the committed .sqlx/ query data against the queries
+# and migrations (deploy/sqlx-prepare.sh --check), clippy with warnings denied, a build of the binaries
 # (the end-to-end tests spawn them), then cargo nextest over the whole workspace (profile `ci`
 # from .config/nextest.toml when CI is set; CI also sets AGENTQ_REQUIRE_DOCKER=1, so code_run's
 # Docker tests fail rather than skip without an engine).
@@ -67,6 +68,7 @@ fi
 
 stage services bash deploy/ensure-services.sh --docker
 stage fmt cargo fmt --all -- "${fmt_args[@]}"
+stage sqlx bash deploy/sqlx-prepare.sh --check
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage build cargo build --workspace --bins
 stage nextest cargo nextest run "${nextest_args[@]}" "$@"

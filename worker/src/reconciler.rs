@@ -33,7 +33,10 @@ pub async fn run(ctx: Arc<Context>) {
         }
         if let Some(conn) = lock.as_mut() {
             // A dropped connection released the lock: another worker may hold it now.
-            let alive = sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok();
+            let alive = sqlx::query!("SELECT 1 AS alive")
+                .fetch_one(&mut **conn)
+                .await
+                .is_ok();
             let result = if alive {
                 pass(&ctx).await
             } else {
@@ -51,10 +54,12 @@ pub async fn run(ctx: Arc<Context>) {
 async fn try_lock(ctx: &Context) -> Option<PoolConnection<Postgres>> {
     let attempt = async {
         let mut conn = ctx.store.pg.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(ADVISORY_LOCK)
-            .fetch_one(&mut *conn)
-            .await?;
+        let locked = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock($1) AS "locked!""#,
+            ADVISORY_LOCK
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         Ok::<_, sqlx::Error>((conn, locked))
     };
     let (conn, locked) = match attempt.await {

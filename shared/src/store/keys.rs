@@ -32,22 +32,24 @@ pub async fn create_api_key(pg: &PgPool, org_name: &str) -> sqlx::Result<(Princi
     rand::rng().fill_bytes(&mut bytes);
     let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
     let mut tx = pg.begin().await?;
-    let org_id: Uuid = sqlx::query_scalar(
+    let org_id = sqlx::query_scalar!(
         "INSERT INTO orgs (id, name) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+        Uuid::now_v7(),
+        org_name,
     )
-    .bind(Uuid::now_v7())
-    .bind(org_name)
     .fetch_one(&mut *tx)
     .await?;
     let key_id = Uuid::now_v7();
-    sqlx::query("INSERT INTO api_keys (id, org_id, key_hash, key_prefix) VALUES ($1, $2, $3, $4)")
-        .bind(key_id)
-        .bind(org_id)
-        .bind(hash_key(&key))
-        .bind(&key[..KEY_PREFIX.len() + 6])
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO api_keys (id, org_id, key_hash, key_prefix) VALUES ($1, $2, $3, $4)",
+        key_id,
+        org_id,
+        hash_key(&key),
+        &key[..KEY_PREFIX.len() + 6],
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok((Principal { org_id, key_id }, key))
 }
@@ -55,12 +57,12 @@ pub async fn create_api_key(pg: &PgPool, org_name: &str) -> sqlx::Result<(Princi
 impl Store {
     /// The owner of a key that exists and is not revoked.
     pub async fn authenticate(&self, key: &str) -> sqlx::Result<Option<Principal>> {
-        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT org_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        sqlx::query_as!(
+            Principal,
+            "SELECT org_id, id AS key_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            hash_key(key),
         )
-        .bind(hash_key(key))
         .fetch_optional(&self.pg)
-        .await?;
-        Ok(row.map(|(org_id, key_id)| Principal { org_id, key_id }))
+        .await
     }
 }

@@ -31,16 +31,16 @@ impl Store {
         owner: &str,
         ttl: Duration,
     ) -> sqlx::Result<Option<Lease>> {
-        let fence: Option<i64> = sqlx::query_scalar(
+        let fence = sqlx::query_scalar!(
             "UPDATE sessions
              SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), fence = fence + 1
              WHERE id = $1 AND (lease_until IS NULL OR lease_until < now())
                AND status IN ('pending', 'running', 'awaiting_approval')
              RETURNING fence",
+            id,
+            owner,
+            ttl.as_secs_f64(),
         )
-        .bind(id)
-        .bind(owner)
-        .bind(ttl.as_secs_f64())
         .fetch_optional(&self.pg)
         .await?;
         Ok(fence.map(|fence| Lease {
@@ -52,14 +52,14 @@ impl Store {
 
     /// Extends the lease; false when it was lost (fence moved on or session finished).
     pub async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> sqlx::Result<bool> {
-        let renewed = sqlx::query(
+        let renewed = sqlx::query!(
             "UPDATE sessions SET lease_until = now() + make_interval(secs => $3)
              WHERE id = $1 AND fence = $2 AND lease_owner = $4",
+            lease.session_id,
+            lease.fence,
+            ttl.as_secs_f64(),
+            lease.owner,
         )
-        .bind(lease.session_id)
-        .bind(lease.fence)
-        .bind(ttl.as_secs_f64())
-        .bind(&lease.owner)
         .execute(&self.pg)
         .await?;
         Ok(renewed.rows_affected() == 1)
@@ -67,12 +67,12 @@ impl Store {
 
     /// Gives the lease back without other changes (the step is waiting, e.g. for approval).
     pub async fn release_lease(&self, lease: &Lease) -> sqlx::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE sessions SET lease_owner = NULL, lease_until = NULL
              WHERE id = $1 AND fence = $2",
+            lease.session_id,
+            lease.fence,
         )
-        .bind(lease.session_id)
-        .bind(lease.fence)
         .execute(&self.pg)
         .await?;
         Ok(())
@@ -80,10 +80,10 @@ impl Store {
 
     /// Whether `lease` is still the current one.
     pub async fn holds_lease(&self, lease: &Lease) -> sqlx::Result<bool> {
-        let fence: Option<i64> = sqlx::query_scalar("SELECT fence FROM sessions WHERE id = $1")
-            .bind(lease.session_id)
-            .fetch_optional(&self.pg)
-            .await?;
+        let fence =
+            sqlx::query_scalar!("SELECT fence FROM sessions WHERE id = $1", lease.session_id)
+                .fetch_optional(&self.pg)
+                .await?;
         Ok(fence == Some(lease.fence))
     }
 }

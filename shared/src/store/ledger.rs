@@ -22,25 +22,25 @@ pub struct LlmCallRecord {
 impl Store {
     #[tracing::instrument(skip_all, fields(session_id = %call.session_id, step = call.step_index))]
     pub async fn record_llm_call(&self, call: &LlmCallRecord) -> sqlx::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO llm_calls (session_id, step_index, model, outcome, http_status,
                  input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd,
                  duration_ms, error, cache_write_1h_tokens)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            call.session_id,
+            call.step_index as i32,
+            call.model,
+            if call.ok { "ok" } else { "error" },
+            call.http_status.map(i32::from),
+            call.usage.input_tokens as i64,
+            call.usage.output_tokens as i64,
+            call.usage.cache_read_tokens as i64,
+            call.usage.cache_write_tokens as i64,
+            call.cost_usd,
+            call.duration_ms as i64,
+            call.error,
+            call.usage.cache_write_1h_tokens as i64,
         )
-        .bind(call.session_id)
-        .bind(call.step_index as i32)
-        .bind(&call.model)
-        .bind(if call.ok { "ok" } else { "error" })
-        .bind(call.http_status.map(i32::from))
-        .bind(call.usage.input_tokens as i64)
-        .bind(call.usage.output_tokens as i64)
-        .bind(call.usage.cache_read_tokens as i64)
-        .bind(call.usage.cache_write_tokens as i64)
-        .bind(call.cost_usd)
-        .bind(call.duration_ms as i64)
-        .bind(&call.error)
-        .bind(call.usage.cache_write_1h_tokens as i64)
         .execute(&self.pg)
         .await?;
         Ok(())
@@ -49,22 +49,25 @@ impl Store {
     /// What a session has spent so far, from the ledger: tokens and USD (`None` when a call had
     /// no price).
     pub async fn spent(&self, session_id: Uuid) -> sqlx::Result<(Usage, Option<Decimal>)> {
-        let (input, output, read, write, unpriced, cost): (i64, i64, i64, i64, bool, Decimal) = sqlx::query_as(
-            "SELECT coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint,
-                    coalesce(sum(cache_read_tokens), 0)::bigint, coalesce(sum(cache_write_tokens), 0)::bigint,
-                    coalesce(bool_or(cost_usd IS NULL), false), coalesce(sum(cost_usd), 0)
-             FROM llm_calls WHERE session_id = $1",
+        let spent = sqlx::query!(
+            r#"SELECT coalesce(sum(input_tokens), 0)::bigint AS "input!",
+                    coalesce(sum(output_tokens), 0)::bigint AS "output!",
+                    coalesce(sum(cache_read_tokens), 0)::bigint AS "read!",
+                    coalesce(sum(cache_write_tokens), 0)::bigint AS "write!",
+                    coalesce(bool_or(cost_usd IS NULL), false) AS "unpriced!",
+                    coalesce(sum(cost_usd), 0) AS "cost!"
+             FROM llm_calls WHERE session_id = $1"#,
+            session_id,
         )
-        .bind(session_id)
         .fetch_one(&self.pg)
         .await?;
         let usage = Usage {
-            input_tokens: input as u64,
-            output_tokens: output as u64,
-            cache_read_tokens: read as u64,
-            cache_write_tokens: write as u64,
+            input_tokens: spent.input as u64,
+            output_tokens: spent.output as u64,
+            cache_read_tokens: spent.read as u64,
+            cache_write_tokens: spent.write as u64,
             cache_write_1h_tokens: 0,
         };
-        Ok((usage, if unpriced { None } else { Some(cost) }))
+        Ok((usage, (!spent.unpriced).then_some(spent.cost)))
     }
 }

@@ -21,7 +21,7 @@ impl Store {
     /// change for `idle`. Claiming bumps the fence (a stale holder can no longer write) and
     /// `updated_at` (the same session isn't claimed again before another `idle`).
     pub async fn claim_stalled(&self, idle: Duration, limit: i64) -> sqlx::Result<Vec<Repair>> {
-        let rows: Vec<(Uuid, i32, i64)> = sqlx::query_as(
+        let rows = sqlx::query!(
             "UPDATE sessions SET fence = fence + 1, updated_at = now()
              WHERE id IN (
                  SELECT id FROM sessions
@@ -31,24 +31,24 @@ impl Store {
                  ORDER BY updated_at LIMIT $2
                  FOR UPDATE SKIP LOCKED)
              RETURNING id, next_step, fence",
+            idle.as_secs_f64(),
+            limit,
         )
-        .bind(idle.as_secs_f64())
-        .bind(limit)
         .fetch_all(&self.pg)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(session_id, next_step, fence)| Repair {
-                session_id,
-                next_step: next_step as u32,
-                fence,
+            .map(|row| Repair {
+                session_id: row.id,
+                next_step: row.next_step as u32,
+                fence: row.fence,
             })
             .collect())
     }
 
     /// Fails every session whose approval window closed; returns their ids.
     pub async fn expire_lapsed_approvals(&self) -> sqlx::Result<Vec<Uuid>> {
-        sqlx::query_scalar(
+        sqlx::query_scalar!(
             "UPDATE sessions SET status = 'failed', error_code = 'approval_expired',
                  error_message = 'no one approved or rejected the pending tool call in time',
                  approval_expires_at = NULL, version = version + 1, updated_at = now()
@@ -62,7 +62,7 @@ impl Store {
     /// Fails every unfinished session past its deadline that no worker holds; returns their ids.
     /// (A worker holding one stops it itself when the deadline passes.)
     pub async fn fail_overdue(&self) -> sqlx::Result<Vec<Uuid>> {
-        sqlx::query_scalar(
+        sqlx::query_scalar!(
             "UPDATE sessions SET status = 'failed', error_code = 'deadline_exceeded',
                  error_message = 'the session did not finish before its deadline',
                  approval_expires_at = NULL, version = version + 1, updated_at = now()
@@ -76,10 +76,10 @@ impl Store {
 
     /// Forgets idempotency keys older than `keep`.
     pub async fn forget_idempotency_keys(&self, keep: Duration) -> sqlx::Result<u64> {
-        let deleted = sqlx::query(
+        let deleted = sqlx::query!(
             "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+            keep.as_secs_f64(),
         )
-        .bind(keep.as_secs_f64())
         .execute(&self.pg)
         .await?;
         Ok(deleted.rows_affected())

@@ -41,7 +41,6 @@ pub struct IdempotencyKey {
     pub request_hash: String,
 }
 
-#[derive(sqlx::FromRow)]
 struct SessionRecord {
     id: Uuid,
     org_id: Uuid,
@@ -66,7 +65,6 @@ impl SessionRecord {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct StepView {
     step_index: i32,
     thought: Option<String>,
@@ -86,7 +84,6 @@ struct StepView {
     finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(sqlx::FromRow)]
 struct CallSums {
     step_index: i32,
     calls: i64,
@@ -132,40 +129,40 @@ impl Store {
         idempotency: Option<&IdempotencyKey>,
     ) -> sqlx::Result<Created> {
         let mut tx = self.pg.begin().await?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO sessions (id, org_id, model, request, max_steps, deadline_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
+            id,
+            org_id,
+            run.model,
+            Json(run) as _,
+            run.max_steps as i32,
+            deadline_at,
         )
-        .bind(id)
-        .bind(org_id)
-        .bind(&run.model)
-        .bind(Json(run))
-        .bind(run.max_steps as i32)
-        .bind(deadline_at)
         .execute(&mut *tx)
         .await?;
         if let Some(idempotency) = idempotency {
-            let claimed = sqlx::query(
+            let claimed = sqlx::query!(
                 "INSERT INTO idempotency_keys (org_id, key, request_hash, session_id)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, key) DO NOTHING",
+                org_id,
+                idempotency.key,
+                idempotency.request_hash,
+                id,
             )
-            .bind(org_id)
-            .bind(&idempotency.key)
-            .bind(&idempotency.request_hash)
-            .bind(id)
             .execute(&mut *tx)
             .await?;
             if claimed.rows_affected() == 0 {
                 tx.rollback().await?;
-                let (hash, existing): (String, Uuid) = sqlx::query_as(
+                let first = sqlx::query!(
                     "SELECT request_hash, session_id FROM idempotency_keys WHERE org_id = $1 AND key = $2",
+                    org_id,
+                    idempotency.key,
                 )
-                .bind(org_id)
-                .bind(&idempotency.key)
                 .fetch_one(&self.pg)
                 .await?;
-                return Ok(if hash == idempotency.request_hash {
-                    Created::Existing(existing)
+                return Ok(if first.request_hash == idempotency.request_hash {
+                    Created::Existing(first.session_id)
                 } else {
                     Created::KeyReused
                 });
@@ -176,10 +173,16 @@ impl Store {
     }
 
     async fn session_record(&self, id: Uuid) -> sqlx::Result<Option<SessionRecord>> {
-        sqlx::query_as("SELECT * FROM sessions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pg)
-            .await
+        sqlx::query_as!(
+            SessionRecord,
+            r#"SELECT id, org_id, status, model, request AS "request: Json<ValidatedRun>", next_step,
+                      final_answer, error_code, error_message, cancel_requested, version,
+                      deadline_at, approval_expires_at, created_at, updated_at
+               FROM sessions WHERE id = $1"#,
+            id,
+        )
+        .fetch_optional(&self.pg)
+        .await
     }
 
     pub async fn session_row(&self, id: Uuid) -> sqlx::Result<Option<SessionRow>> {
@@ -200,28 +203,33 @@ impl Store {
         let Some(record) = self.session_record(id).await? else {
             return Ok(None);
         };
-        let steps: Vec<StepView> = sqlx::query_as(
-            "SELECT step_index, thought, action, observation, actions, observations, invalid_output,
-                    approval_details,
-                    is_final, final_answer, approval,
-                    approval_reason, approved_by, approved_at, started_at, finished_at
-             FROM steps WHERE session_id = $1 ORDER BY step_index",
+        let steps = sqlx::query_as!(
+            StepView,
+            r#"SELECT step_index, thought, action AS "action: Json<ToolCall>",
+                      observation AS "observation: Json<serde_json::Value>",
+                      actions AS "actions: Json<Vec<ToolCall>>",
+                      observations AS "observations: Json<Vec<serde_json::Value>>",
+                      invalid_output, approval_details AS "approval_details: Json<serde_json::Value>",
+                      is_final, final_answer, approval, approval_reason, approved_by, approved_at,
+                      started_at, finished_at
+               FROM steps WHERE session_id = $1 ORDER BY step_index"#,
+            id,
         )
-        .bind(id)
         .fetch_all(&self.pg)
         .await?;
-        let sums: Vec<CallSums> = sqlx::query_as(
-            "SELECT step_index, count(*) AS calls,
-                    sum(input_tokens)::bigint AS input_tokens,
-                    sum(output_tokens)::bigint AS output_tokens,
-                    sum(cache_read_tokens)::bigint AS cache_read_tokens,
-                    sum(cache_write_tokens)::bigint AS cache_write_tokens,
-                    sum(cache_write_1h_tokens)::bigint AS cache_write_1h_tokens,
-                    bool_or(cost_usd IS NULL) AS unpriced,
-                    sum(cost_usd) AS cost_usd
-             FROM llm_calls WHERE session_id = $1 GROUP BY step_index ORDER BY step_index",
+        let sums = sqlx::query_as!(
+            CallSums,
+            r#"SELECT step_index, count(*) AS "calls!",
+                      sum(input_tokens)::bigint AS "input_tokens!",
+                      sum(output_tokens)::bigint AS "output_tokens!",
+                      sum(cache_read_tokens)::bigint AS "cache_read_tokens!",
+                      sum(cache_write_tokens)::bigint AS "cache_write_tokens!",
+                      sum(cache_write_1h_tokens)::bigint AS "cache_write_1h_tokens!",
+                      bool_or(cost_usd IS NULL) AS "unpriced!",
+                      sum(cost_usd) AS cost_usd
+               FROM llm_calls WHERE session_id = $1 GROUP BY step_index ORDER BY step_index"#,
+            id,
         )
-        .bind(id)
         .fetch_all(&self.pg)
         .await?;
 

@@ -26,7 +26,7 @@ pub struct Decision {
     pub started_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StepRow {
     pub step_index: i32,
     pub thought: Option<String>,
@@ -51,13 +51,6 @@ impl StepRow {
     }
 }
 
-macro_rules! step_columns {
-    () => {
-        "step_index, thought, llm_content, actions, is_final, final_answer, observations, \
-         calls_started, finished_at, approval, approval_reason"
-    };
-}
-
 impl Store {
     /// Stores the decision unless one is already stored, then returns the stored one.
     #[tracing::instrument(skip_all, fields(session_id = %lease.session_id, step))]
@@ -68,24 +61,24 @@ impl Store {
         decision: &Decision,
     ) -> Result<StepRow, WriteError> {
         let session_id = lease.session_id;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO steps (session_id, step_index, thought, llm_content, action, actions,
                                 is_final, final_answer, invalid_output, started_at, finished_at)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $5::jsonb IS NULL THEN now() END
              WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $11)
              ON CONFLICT (session_id, step_index) DO NOTHING",
+            session_id,
+            step as i32,
+            decision.thought,
+            Json(&decision.llm_content) as _,
+            decision.actions.first().map(Json) as _,
+            Json(&decision.actions) as _,
+            decision.is_final,
+            decision.final_answer,
+            decision.invalid_output,
+            decision.started_at,
+            lease.fence,
         )
-        .bind(session_id)
-        .bind(step as i32)
-        .bind(&decision.thought)
-        .bind(Json(&decision.llm_content))
-        .bind(decision.actions.first().map(Json))
-        .bind(Json(&decision.actions))
-        .bind(decision.is_final)
-        .bind(&decision.final_answer)
-        .bind(&decision.invalid_output)
-        .bind(decision.started_at)
-        .bind(lease.fence)
         .execute(&self.pg)
         .await?;
         match self.step(session_id, step).await? {
@@ -95,26 +88,34 @@ impl Store {
     }
 
     pub async fn step(&self, session_id: Uuid, step: u32) -> sqlx::Result<Option<StepRow>> {
-        sqlx::query_as(concat!(
-            "SELECT ",
-            step_columns!(),
-            " FROM steps WHERE session_id = $1 AND step_index = $2"
-        ))
-        .bind(session_id)
-        .bind(step as i32)
-        .fetch_optional(&self.pg)
-        .await
+        let mut rows = self.steps_between(session_id, step, step + 1).await?;
+        Ok(rows.pop())
     }
 
     /// Every step before `before`, in order: the history a prompt is built from.
     pub async fn steps_before(&self, session_id: Uuid, before: u32) -> sqlx::Result<Vec<StepRow>> {
-        sqlx::query_as(concat!(
-            "SELECT ",
-            step_columns!(),
-            " FROM steps WHERE session_id = $1 AND step_index < $2 ORDER BY step_index"
-        ))
-        .bind(session_id)
-        .bind(before as i32)
+        self.steps_between(session_id, 0, before).await
+    }
+
+    /// Steps `from..to`, in order.
+    async fn steps_between(
+        &self,
+        session_id: Uuid,
+        from: u32,
+        to: u32,
+    ) -> sqlx::Result<Vec<StepRow>> {
+        sqlx::query_as!(
+            StepRow,
+            r#"SELECT step_index, thought, llm_content AS "llm_content: Json<serde_json::Value>",
+                      actions AS "actions: Json<Vec<ToolCall>>", is_final, final_answer,
+                      observations AS "observations: Json<Vec<serde_json::Value>>",
+                      calls_started, finished_at, approval, approval_reason
+               FROM steps WHERE session_id = $1 AND step_index >= $2 AND step_index < $3
+               ORDER BY step_index"#,
+            session_id,
+            from as i32,
+            to as i32,
+        )
         .fetch_all(&self.pg)
         .await
     }
@@ -127,15 +128,15 @@ impl Store {
         step: u32,
         call: usize,
     ) -> Result<bool, WriteError> {
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE steps SET calls_started = $3 + 1, tool_started_at = coalesce(tool_started_at, now())
              WHERE session_id = $1 AND step_index = $2 AND calls_started = $3
                AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $4)",
+            lease.session_id,
+            step as i32,
+            call as i32,
+            lease.fence,
         )
-        .bind(lease.session_id)
-        .bind(step as i32)
-        .bind(call as i32)
-        .bind(lease.fence)
         .execute(&self.pg)
         .await?;
         if updated.rows_affected() == 1 {
@@ -157,19 +158,19 @@ impl Store {
         observation: &serde_json::Value,
     ) -> Result<Vec<serde_json::Value>, WriteError> {
         let session_id = lease.session_id;
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE steps SET observations = observations || jsonb_build_array($4::jsonb),
                  observation = coalesce(observation, $4),
                  finished_at = CASE WHEN jsonb_array_length(observations) + 1 >= jsonb_array_length(actions)
                                     THEN now() END
              WHERE session_id = $1 AND step_index = $2 AND jsonb_array_length(observations) = $3
                AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $5)",
+            session_id,
+            step as i32,
+            call as i32,
+            Json(observation) as _,
+            lease.fence,
         )
-        .bind(session_id)
-        .bind(step as i32)
-        .bind(call as i32)
-        .bind(Json(observation))
-        .bind(lease.fence)
         .execute(&self.pg)
         .await?;
         if updated.rows_affected() == 0 && !self.holds_lease(lease).await? {

@@ -9,12 +9,6 @@ use super::lease::{Lease, LeaseLost};
 use super::{Principal, Store, WriteError};
 use crate::schemas::{SessionError, SessionStatus};
 
-macro_rules! unfinished {
-    () => {
-        "status IN ('pending', 'running', 'awaiting_approval')"
-    };
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
     /// The flag is set (now or before); the worker stops the session at its next check.
@@ -39,13 +33,12 @@ impl Store {
     /// Asking twice is fine.
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn request_cancel(&self, id: Uuid, org_id: Uuid) -> sqlx::Result<CancelOutcome> {
-        let updated = sqlx::query(concat!(
+        let updated = sqlx::query!(
             "UPDATE sessions SET cancel_requested = true, version = version + 1, updated_at = now()
-             WHERE id = $1 AND org_id = $2 AND ",
-            unfinished!()
-        ))
-        .bind(id)
-        .bind(org_id)
+             WHERE id = $1 AND org_id = $2 AND status IN ('pending', 'running', 'awaiting_approval')",
+            id,
+            org_id,
+        )
         .execute(&self.pg)
         .await?
         .rows_affected();
@@ -53,14 +46,12 @@ impl Store {
             self.set_cancel_flag(id).await;
             return Ok(CancelOutcome::Requested);
         }
-        let status: Option<(Uuid, String)> =
-            sqlx::query_as("SELECT org_id, status FROM sessions WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pg)
-                .await?;
-        Ok(match status {
-            Some((owner, status)) if owner == org_id => CancelOutcome::AlreadyFinished(
-                SessionStatus::parse(&status).unwrap_or(SessionStatus::Failed),
+        let row = sqlx::query!("SELECT org_id, status FROM sessions WHERE id = $1", id)
+            .fetch_optional(&self.pg)
+            .await?;
+        Ok(match row {
+            Some(row) if row.org_id == org_id => CancelOutcome::AlreadyFinished(
+                SessionStatus::parse(&row.status).unwrap_or(SessionStatus::Failed),
             ),
             _ => CancelOutcome::NotFound,
         })
@@ -72,9 +63,8 @@ impl Store {
         if self.cancel_flagged(id).await {
             return Ok(true);
         }
-        let flagged: Option<bool> =
-            sqlx::query_scalar("SELECT cancel_requested FROM sessions WHERE id = $1")
-                .bind(id)
+        let flagged =
+            sqlx::query_scalar!("SELECT cancel_requested FROM sessions WHERE id = $1", id)
                 .fetch_optional(&self.pg)
                 .await?;
         Ok(flagged.unwrap_or(false))
@@ -82,12 +72,12 @@ impl Store {
 
     /// `pending` becomes `running`; any other state is left alone.
     pub async fn mark_running(&self, lease: &Lease) -> sqlx::Result<bool> {
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE sessions SET status = 'running', version = version + 1, updated_at = now()
              WHERE id = $1 AND status = 'pending' AND fence = $2",
+            lease.session_id,
+            lease.fence,
         )
-        .bind(lease.session_id)
-        .bind(lease.fence)
         .execute(&self.pg)
         .await?;
         Ok(updated.rows_affected() == 1)
@@ -105,19 +95,19 @@ impl Store {
         error: Option<&SessionError>,
     ) -> sqlx::Result<bool> {
         debug_assert!(status.is_terminal());
-        let updated = sqlx::query(concat!(
+        let updated = sqlx::query!(
             "UPDATE sessions SET status = $2, final_answer = $3, error_code = $4, error_message = $5,
                  lease_owner = NULL, lease_until = NULL, approval_expires_at = NULL,
                  version = version + 1, updated_at = now()
-             WHERE id = $1 AND ($6::bigint IS NULL OR fence = $6) AND ",
-            unfinished!()
-        ))
-        .bind(id)
-        .bind(status.as_str())
-        .bind(final_answer)
-        .bind(error.map(|e| e.code.as_str()))
-        .bind(error.map(|e| e.message.as_str()))
-        .bind(fence)
+             WHERE id = $1 AND ($6::bigint IS NULL OR fence = $6)
+               AND status IN ('pending', 'running', 'awaiting_approval')",
+            id,
+            status.as_str(),
+            final_answer,
+            error.map(|e| e.code.as_str()),
+            error.map(|e| e.message.as_str()),
+            fence,
+        )
         .execute(&self.pg)
         .await?;
         Ok(updated.rows_affected() == 1)
@@ -127,15 +117,15 @@ impl Store {
     /// write so the next step's job can take it at once.
     #[tracing::instrument(skip_all, fields(session_id = %lease.session_id, step))]
     pub async fn advance(&self, lease: &Lease, step: u32) -> Result<(), WriteError> {
-        let updated = sqlx::query(concat!(
+        let updated = sqlx::query!(
             "UPDATE sessions SET next_step = $2 + 1, lease_owner = NULL, lease_until = NULL,
                  version = version + 1, updated_at = now()
-             WHERE id = $1 AND next_step = $2 AND fence = $3 AND ",
-            unfinished!()
-        ))
-        .bind(lease.session_id)
-        .bind(step as i32)
-        .bind(lease.fence)
+             WHERE id = $1 AND next_step = $2 AND fence = $3
+               AND status IN ('pending', 'running', 'awaiting_approval')",
+            lease.session_id,
+            step as i32,
+            lease.fence,
+        )
         .execute(&self.pg)
         .await?;
         if updated.rows_affected() == 0 && !self.holds_lease(lease).await? {
@@ -153,25 +143,25 @@ impl Store {
         expires_at: DateTime<Utc>,
         details: Option<&serde_json::Value>,
     ) -> Result<(), WriteError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE steps SET approval_details = $3
              WHERE session_id = $1 AND step_index = $2
                AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $4)",
+            lease.session_id,
+            step as i32,
+            details.map(sqlx::types::Json) as _,
+            lease.fence,
         )
-        .bind(lease.session_id)
-        .bind(step as i32)
-        .bind(details.map(sqlx::types::Json))
-        .bind(lease.fence)
         .execute(&self.pg)
         .await?;
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE sessions SET status = 'awaiting_approval', approval_expires_at = $3,
                  lease_owner = NULL, lease_until = NULL, version = version + 1, updated_at = now()
              WHERE id = $1 AND fence = $2 AND status IN ('pending', 'running')",
+            lease.session_id,
+            lease.fence,
+            expires_at,
         )
-        .bind(lease.session_id)
-        .bind(lease.fence)
-        .bind(expires_at)
         .execute(&self.pg)
         .await?;
         if updated.rows_affected() == 0 {
@@ -192,17 +182,18 @@ impl Store {
         reason: Option<&str>,
     ) -> sqlx::Result<ApprovalOutcome> {
         let mut tx = self.pg.begin().await?;
-        let row: Option<(Uuid, String, i32, bool)> = sqlx::query_as(
-            "SELECT org_id, status, next_step,
-                    COALESCE(approval_expires_at < now(), false)
-             FROM sessions WHERE id = $1 FOR UPDATE",
+        let row = sqlx::query!(
+            r#"SELECT org_id, status, next_step,
+                    COALESCE(approval_expires_at < now(), false) AS "expired!"
+             FROM sessions WHERE id = $1 FOR UPDATE"#,
+            id,
         )
-        .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((_, status, next_step, expired)) = row.filter(|r| r.0 == who.org_id) else {
+        let Some(row) = row.filter(|r| r.org_id == who.org_id) else {
             return Ok(ApprovalOutcome::NotFound);
         };
+        let (status, next_step) = (row.status, row.next_step);
         if status != "awaiting_approval" {
             return Ok(ApprovalOutcome::Conflict(format!(
                 "the session is {status}, not awaiting approval"
@@ -213,28 +204,28 @@ impl Store {
                 "step {step} is not awaiting approval; step {next_step} is"
             )));
         }
-        if expired {
+        if row.expired {
             tx.rollback().await?;
             self.expire_approval(id).await?;
             return Ok(ApprovalOutcome::Expired);
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE steps SET approval = $3, approval_reason = $4, approved_by = $5, approved_at = now()
              WHERE session_id = $1 AND step_index = $2 AND approval IS NULL",
+            id,
+            step as i32,
+            if approved { "approved" } else { "rejected" },
+            reason,
+            who.key_id,
         )
-        .bind(id)
-        .bind(step as i32)
-        .bind(if approved { "approved" } else { "rejected" })
-        .bind(reason)
-        .bind(who.key_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE sessions SET status = 'running', approval_expires_at = NULL,
                  version = version + 1, updated_at = now()
              WHERE id = $1",
+            id,
         )
-        .bind(id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -243,13 +234,13 @@ impl Store {
 
     /// Fails a session whose approval window has closed.
     pub async fn expire_approval(&self, id: Uuid) -> sqlx::Result<bool> {
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE sessions SET status = 'failed', error_code = 'approval_expired',
                  error_message = 'no one approved or rejected the pending tool call in time',
                  approval_expires_at = NULL, version = version + 1, updated_at = now()
              WHERE id = $1 AND status = 'awaiting_approval' AND approval_expires_at < now()",
+            id,
         )
-        .bind(id)
         .execute(&self.pg)
         .await?;
         Ok(updated.rows_affected() == 1)
