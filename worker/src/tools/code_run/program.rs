@@ -56,9 +56,11 @@ _agentq_boot()
 "#;
 
 /// Reads the frame with blocking reads on fd 0 (no read-ahead, so `process.stdin` continues
-/// right after it) and runs the code as a CommonJS main module. The end line is written from the
-/// `exit` event (stdout and stderr are synchronous pipes on Linux, so the output is out by then),
-/// except after an uncaught exception, whose error Node prints after that event.
+/// right after it) and runs the code as a CommonJS main module. The end line is written once the
+/// `exit` event has gone to every listener, the program's own included (`process.emit` is
+/// wrapped: listeners run in the order they were added, and the program's may still print or
+/// set `process.exitCode`); stdout and stderr are synchronous pipes on Linux, so the output is
+/// out by then. Not after an uncaught exception, whose error Node prints after that event.
 const NODE_BOOT: &str = "(()=>{const fs=require('fs'),M=require('module');\
 function rd(n){const b=Buffer.alloc(n);let o=0;while(o<n){let r;\
 try{r=fs.readSync(0,b,o,n-o,null)}catch(e){if(e.code==='EAGAIN')continue;throw e}\
@@ -66,8 +68,9 @@ if(r===0)break;o+=r}return b.subarray(0,o)}\
 let h='';for(;;){const c=rd(1);if(c.length===0||c[0]===10)break;h+=c.toString()}\
 const [len,marker]=h.split(' ');\
 if(marker){let fatal=false;process.on('uncaughtExceptionMonitor',()=>{fatal=true});\
-process.on('exit',code=>{if(fatal)return;const l=marker+code+'\\n';\
-for(const fd of [1,2]){try{fs.writeSync(fd,l)}catch{}}})}\
+const emit=process.emit;process.emit=function(event,...args){const r=emit.call(this,event,...args);\
+if(event==='exit'&&!fatal){const l=marker+((process.exitCode??args[0])&255)+'\\n';\
+for(const fd of [1,2]){try{fs.writeSync(fd,l)}catch{}}}return r}}\
 const f='/tmp/main.js',m=new M(f,null);m.filename=f;m.paths=[];\
 m._compile(rd(parseInt(len,10)).toString('utf8'),f)})()";
 

@@ -79,6 +79,11 @@ async fn node_programs_end_with_their_output_and_exit_code(backend: Backend) {
             "setTimeout(() => console.log('late'), 200)",
             ("late\n", "", 0),
         ),
+        // The program's own exit listeners come before the end.
+        (
+            "process.on('exit', () => { console.log('bye'); process.exitCode = 7 })",
+            ("bye\n", "", 7),
+        ),
         // Node prints an uncaught error after its `exit` event: the engine reports the exit.
         (
             "console.log('before'); setTimeout(() => { throw new Error('boom') }, 10)",
