@@ -49,6 +49,10 @@ def _agentq_boot():
     except SystemExit as e:
         status[0] = 0 if e.code is None else e.code & 255 if isinstance(e.code, int) else 1
         raise
+    except KeyboardInterrupt:
+        # Python then ends itself with SIGINT, which the engine reports as 128 + 2.
+        status[0] = 130
+        raise
     except BaseException:
         status[0] = 1
         raise

@@ -34,6 +34,7 @@ async fn python_programs_end_with_their_output_and_exit_code(backend: Backend) {
             ("before\n", "ZeroDivisionError", 1),
         ),
         ("import sys\nsys.exit(-1)", ("", "", 255)),
+        ("raise KeyboardInterrupt", ("", "KeyboardInterrupt", 130)),
         // No atexit hooks: the engine reports the exit.
         (
             "import os\nprint('flushed', flush=True)\nos._exit(5)",
