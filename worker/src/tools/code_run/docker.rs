@@ -158,7 +158,6 @@ impl DockerBackend {
             Capped::new(limits.output_bytes),
         );
         let (mut out_end, mut err_end) = (EndWatch::new(&end), EndWatch::new(&end));
-        let (mut out_done, mut err_done) = (false, false);
         let mut stream = attached.output;
         let deadline = tokio::time::Instant::from_std(started + limits.timeout);
         let mut timed_out = false;
@@ -173,15 +172,11 @@ impl DockerBackend {
                 Ok(Some(Ok(chunk))) => {
                     use bollard::container::LogOutput;
                     match chunk {
-                        LogOutput::StdOut { message } => {
-                            out_done = out_end.feed(&message, &mut stdout);
-                        }
-                        LogOutput::StdErr { message } => {
-                            err_done = err_end.feed(&message, &mut stderr);
-                        }
+                        LogOutput::StdOut { message } => out_end.feed(&message, &mut stdout),
+                        LogOutput::StdErr { message } => err_end.feed(&message, &mut stderr),
                         _ => {}
                     }
-                    if out_done && err_done {
+                    if out_end.ended() && err_end.ended() {
                         // The program is done; the engine's teardown goes on without us.
                         break;
                     }
@@ -205,7 +200,7 @@ impl DockerBackend {
             let _ = self.docker.kill_container(id, Some(kill)).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
         }
-        let ended = out_done && err_done;
+        let ended = out_end.ended() && err_end.ended();
         let exit_code = if ended {
             exit.abort();
             out_end.exit_code()

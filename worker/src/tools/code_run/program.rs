@@ -139,11 +139,11 @@ impl EndWatch {
         }
     }
 
-    /// Feeds one chunk of the stream; true once the end line has been read (later bytes come
-    /// from processes the program left behind, and are dropped).
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Capped) -> bool {
-        if self.exit_code.is_some() {
-            return true;
+    /// Feeds one chunk of the stream. Once the end line has been read, later bytes (from
+    /// processes the program left behind) are dropped.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Capped) {
+        if self.ended() {
+            return;
         }
         self.held.extend_from_slice(chunk);
         let marker_len = self.marker.len();
@@ -163,28 +163,32 @@ impl EndWatch {
                     if code.is_some() {
                         self.exit_code = code;
                         self.held.clear();
-                        return true;
+                        return;
                     }
                 }
                 // The rest of the line is still to come.
-                None if rest.len() <= MAX_CODE_LEN => return false,
+                None if rest.len() <= MAX_CODE_LEN => return,
                 None => {}
             }
             // Not an end line after all (the program wrote the marker itself): plain output.
             out.push(&self.held);
             self.held.clear();
-            return false;
+            return;
         }
         let keep = self.held.len().min(marker_len - 1);
         out.push(&self.held[..self.held.len() - keep]);
         self.held.drain(..self.held.len() - keep);
-        false
     }
 
     /// The stream ended without an end line: what was held is output.
     pub fn finish(&mut self, out: &mut Capped) {
         out.push(&self.held);
         self.held.clear();
+    }
+
+    /// Whether the end line has been read.
+    pub fn ended(&self) -> bool {
+        self.exit_code.is_some()
     }
 
     /// The exit code the end line reported.
@@ -216,10 +220,10 @@ mod tests {
         let end = EndMarker("agentq-end-0123:".into());
         let mut watch = EndWatch::new(&end);
         let mut out = Capped::new(1 << 10);
-        let mut ended = false;
         for chunk in chunks {
-            ended = watch.feed(chunk, &mut out);
+            watch.feed(chunk, &mut out);
         }
+        let ended = watch.ended();
         if !ended {
             watch.finish(&mut out);
         }
