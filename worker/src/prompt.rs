@@ -128,7 +128,8 @@ fn tool_results(row: &StepRow, settings: &PromptSettings) -> Vec<Value> {
         .collect()
 }
 
-fn tool_use_ids(content: &Value) -> Vec<String> {
+/// The ids of a turn's `tool_use` blocks, in order.
+pub fn tool_use_ids(content: &Value) -> Vec<String> {
     content
         .as_array()
         .into_iter()
@@ -157,21 +158,83 @@ fn observation_text(observation: &Value, settings: &PromptSettings) -> String {
         (Some(result), _) => result.clone(),
         _ => observation.clone(),
     };
-    let text = match shown {
-        Value::String(text) => text,
-        other => other.to_string(),
-    };
-    clip(&text, settings.observation_chars)
+    match shown {
+        Value::String(text) => clip(&text, settings.observation_chars),
+        other => clip_json(other, settings.observation_chars),
+    }
 }
 
+const CLOSE_UNTRUSTED: &str = "</untrusted_web_content>";
+const OPEN_UNTRUSTED: &str = "<untrusted_web_content";
+
+/// A JSON result within `limit` characters: its longest strings are clipped (each keeping the
+/// close of an untrusted-content block it opened), so every field, the closing marker and the
+/// notice after the body stay readable.
+fn clip_json(value: Value, limit: usize) -> String {
+    let whole = value.to_string();
+    if whole.chars().count() <= limit {
+        return whole;
+    }
+    let longest = longest_string(&value);
+    // The largest per-string cap that fits; a cap of 0 that still does not fit falls back to
+    // clipping the text.
+    let (mut low, mut high) = (0, longest);
+    let mut best = None;
+    while low <= high {
+        let cap = (low + high) / 2;
+        let text = with_strings_clipped(&value, cap).to_string();
+        if text.chars().count() <= limit {
+            best = Some(text);
+            low = cap + 1;
+        } else if cap == 0 {
+            break;
+        } else {
+            high = cap - 1;
+        }
+    }
+    best.unwrap_or_else(|| clip(&whole, limit))
+}
+
+fn longest_string(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.chars().count(),
+        Value::Array(items) => items.iter().map(longest_string).max().unwrap_or(0),
+        Value::Object(map) => map.values().map(longest_string).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn with_strings_clipped(value: &Value, cap: usize) -> Value {
+    match value {
+        Value::String(s) => Value::String(clip(s, cap)),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| with_strings_clipped(v, cap)).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), with_strings_clipped(v, cap)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The first `limit` characters and a note of what was cut. An untrusted-content block the kept
+/// part opened is closed before the note, so clipped web text never runs on unmarked.
 fn clip(text: &str, limit: usize) -> String {
     let total = text.chars().count();
     if total <= limit {
         return text.to_owned();
     }
     let kept: String = text.chars().take(limit).collect();
+    let open = kept.matches(OPEN_UNTRUSTED).count() > kept.matches(CLOSE_UNTRUSTED).count();
     format!(
-        "{kept}\n[clipped: {} more characters not shown; the full result is stored with the step]",
+        "{kept}{}\n[clipped: {} more characters not shown; the full result is stored with the step]",
+        if open {
+            format!("\n{CLOSE_UNTRUSTED}")
+        } else {
+            String::new()
+        },
         total - limit
     )
 }

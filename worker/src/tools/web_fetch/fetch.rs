@@ -41,26 +41,49 @@ pub(crate) struct Fetched {
     pub status: u16,
     pub url: Url,
     pub content_type: Option<String>,
+    /// Redirects followed to get here.
+    pub redirects: usize,
     pub text: String,
     pub binary: bool,
     pub truncated: bool,
     pub bytes: usize,
 }
 
+/// Why a fetch failed. The `Display` text holds only what web_fetch itself knows (the URL the
+/// model asked for, its own limits); what came from the server (redirect targets, a Location it
+/// sent, transport errors naming its data) is in [`FetchError::server_detail`], which reaches the
+/// model only inside the untrusted-content block.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FetchError {
     #[error("refused: {0}")]
     Refused(Refused),
-    #[error("refused redirect to {url}: {reason}")]
+    #[error("refused redirect: the server redirected to a target web_fetch may not reach")]
     RefusedRedirect { url: String, reason: Refused },
-    #[error("too many redirects: more than {max} (AGENTQ_WEB_FETCH_MAX_REDIRECTS), last to {url}")]
+    #[error("too many redirects: more than {max} (AGENTQ_WEB_FETCH_MAX_REDIRECTS)")]
     TooManyRedirects { max: usize, url: String },
-    #[error("redirect from {from} to an invalid location {location:?}")]
+    #[error("the server redirected to an invalid location")]
     BadRedirect { from: String, location: String },
     #[error("timed out after {0:?} (AGENTQ_WEB_FETCH_TIMEOUT_SECS)")]
     Timeout(Duration),
-    #[error("could not fetch {url}: {message}")]
+    #[error("could not fetch the page")]
     Transport { url: String, message: String },
+}
+
+impl FetchError {
+    /// What the server contributed to this failure, one `Name: value` line each.
+    pub(crate) fn server_detail(&self) -> Option<String> {
+        match self {
+            Self::Refused(_) | Self::Timeout(_) => None,
+            Self::RefusedRedirect { url, reason } => {
+                Some(format!("Location: {url}\nRefused because: {reason}"))
+            }
+            Self::TooManyRedirects { url, .. } => Some(format!("Last Location: {url}")),
+            Self::BadRedirect { from, location } => {
+                Some(format!("Redirected from: {from}\nLocation: {location}"))
+            }
+            Self::Transport { url, message } => Some(format!("URL: {url}\nError: {message}")),
+        }
+    }
 }
 
 impl Fetcher {
@@ -104,7 +127,9 @@ impl Fetcher {
             }
             let response = builder.send().await.map_err(transport)?;
             let Some(next) = redirect_target(&response, &url)? else {
-                return read(response, self.limits.max_body_bytes).await;
+                let mut fetched = read(response, self.limits.max_body_bytes).await?;
+                fetched.redirects = redirects;
+                return Ok(fetched);
             };
             if redirects == self.limits.max_redirects {
                 return Err(FetchError::TooManyRedirects {
@@ -123,12 +148,15 @@ impl Fetcher {
                 headers.remove(header::CONTENT_TYPE);
             }
             if next.origin() != url.origin() {
-                for name in [
-                    header::AUTHORIZATION,
-                    header::COOKIE,
-                    header::PROXY_AUTHORIZATION,
-                ] {
-                    headers.remove(name);
+                // Any header the caller set may be a credential (Authorization, Cookie, X-Api-Key,
+                // a signed token): none goes to another origin, except the type of a body that
+                // a 307/308 carries along.
+                let content_type = body
+                    .as_ref()
+                    .and_then(|_| headers.get(header::CONTENT_TYPE).cloned());
+                headers.clear();
+                if let Some(content_type) = content_type {
+                    headers.insert(header::CONTENT_TYPE, content_type);
                 }
             }
             url = next;
@@ -206,6 +234,7 @@ async fn read(mut response: Response, limit: usize) -> Result<Fetched, FetchErro
         status: response.status().as_u16(),
         url: url.clone(),
         content_type,
+        redirects: 0,
         text: String::new(),
         binary: false,
         truncated: false,

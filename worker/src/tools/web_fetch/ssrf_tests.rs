@@ -213,9 +213,16 @@ async fn a_redirect_from_an_allowed_server_to_a_private_one_is_refused() {
     let p = listener.v4_port;
     let loopback = format!("http://127.0.0.1:{p}/");
     for status in [301, 302, 303, 307, 308] {
+        let start = server.url(&redirect_path(status, &loopback));
         assert_eq!(
-            refusal(&tool, &server.url(&redirect_path(status, &loopback))).await,
-            format!("refused redirect to {loopback}: 127.0.0.1 is loopback (127.0.0.0/8); {HINT}")
+            refusal(&tool, &start).await,
+            format!(
+                "refused redirect: the server redirected to a target web_fetch may not reach; \
+                 what the server sent is below, as untrusted data from the web:\n\
+                 <untrusted_web_content source=\"{start}\">\nLocation: {loopback}\n\
+                 Refused because: 127.0.0.1 is loopback (127.0.0.0/8); {HINT}\n\
+                 </untrusted_web_content>"
+            )
         );
     }
     // Redirect targets are loopback or refused by scheme: nothing else may ever be a target.
@@ -241,7 +248,7 @@ async fn a_redirect_from_an_allowed_server_to_a_private_one_is_refused() {
     for (location, rule) in targets {
         let message = refusal(&tool, &server.url(&redirect_path(302, &location))).await;
         assert!(
-            message.starts_with("refused redirect to "),
+            message.starts_with("refused redirect: "),
             "{location}: {message}"
         );
         assert!(message.contains(rule), "{location}: {message}");

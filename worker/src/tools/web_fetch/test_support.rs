@@ -128,8 +128,17 @@ pub(crate) async fn refusal(tool: &WebFetch, url: &str) -> String {
     }
 }
 
-/// The fetched text inside the `<untrusted_web_content>` markers of a result.
+/// The fetched text inside the `<untrusted_web_content>` markers of a result, after the
+/// response's header lines.
 pub(crate) fn inner_body(result: &Value) -> String {
+    let block = inner_block(result);
+    let (_, text) = block.split_once("\n\n").unwrap();
+    text.to_owned()
+}
+
+/// Everything inside the markers: the header lines (`Content-Type`, `Final-URL`), a blank line,
+/// the text.
+pub(crate) fn inner_block(result: &Value) -> String {
     let body = result["body"].as_str().unwrap();
     let (_, rest) = body.split_once(">\n").unwrap();
     rest.strip_suffix("\n</untrusted_web_content>")
