@@ -94,3 +94,57 @@ async fn tool_run_prints_the_code_run_result() {
         "arguments are checked against the schema"
     );
 }
+
+/// `agentq tool run code_run` on Docker waits for its container's removal before exiting. The
+/// run uses an image tag of its own, so the check sees this run's containers only.
+#[tokio::test]
+async fn tool_run_on_docker_leaves_no_container() {
+    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output();
+    let engine = docker(&["info", "--format", "{{.ServerVersion}}"]);
+    if !engine.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("AGENTQ_REQUIRE_DOCKER").is_none(),
+            "AGENTQ_REQUIRE_DOCKER is set but no Docker engine answers; \
+             `deploy/ensure-services.sh --docker` starts one"
+        );
+        eprintln!("skipped: no Docker engine (deploy/ensure-services.sh --docker starts one)");
+        return;
+    }
+    let tag = format!(
+        "agentq-sandbox-python:leftover-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let tagged = docker(&["tag", "agentq-sandbox-python:3.11", &tag]).unwrap();
+    assert!(tagged.status.success(), "{tagged:?}");
+    let mut env = TestEnv::new().await;
+    use_local_images(&mut env);
+    env.set("AGENTQ_SANDBOX_PYTHON_IMAGE", &tag);
+    for _ in 0..2 {
+        let output = env
+            .command("agentq")
+            .env("AGENTQ_SANDBOX", "docker")
+            .args(["tool", "run", "code_run", "--args"])
+            .arg(json!({"language": "python", "code": "print(7)"}).to_string())
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(printed["result"]["stdout"], json!("7\n"));
+    }
+    // By the image name each container was created with (an `ancestor` filter would match the
+    // other tests' containers of the same image too).
+    let listed = docker(&["ps", "-a", "--format", "{{.ID}} {{.Image}}"]).unwrap();
+    let left: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|line| line.ends_with(&tag))
+        .map(str::to_owned)
+        .collect();
+    let _ = docker(&["rmi", &tag]);
+    assert_eq!(left, Vec::<String>::new(), "containers left behind");
+}

@@ -100,4 +100,8 @@ pub trait Tool: Send + Sync {
     fn approval_details(&self, _args: &serde_json::Value) -> Option<serde_json::Value> {
         None
     }
+
+    /// Waits for work the tool left running in the background (a sandbox's clean-up); a
+    /// short-lived process calls this before it exits.
+    async fn settle(&self) {}
 }

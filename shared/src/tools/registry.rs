@@ -80,6 +80,13 @@ impl ToolRegistry {
             .is_some_and(|entry| entry.tool.is_idempotent(args))
     }
 
+    /// Waits for every tool's background clean-up (see [`Tool::settle`]).
+    pub async fn settle(&self) {
+        for entry in self.tools.values() {
+            entry.tool.settle().await;
+        }
+    }
+
     /// What the approver of this call should see besides its arguments.
     pub fn approval_details(
         &self,

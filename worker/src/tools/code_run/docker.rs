@@ -20,6 +20,7 @@ use super::limits::{Capped, LABEL};
 use super::pool::{Pool, remove_later};
 use super::program::{EndMarker, EndWatch};
 use super::{Language, Request, RunOutput, program};
+use tokio_util::task::TaskTracker;
 
 pub struct DockerBackend {
     pub(super) docker: Docker,
@@ -64,6 +65,15 @@ impl DockerBackend {
         Ok(backend)
     }
 
+    fn guard(&self, id: String) -> ContainerGuard {
+        ContainerGuard(Some((self.docker.clone(), id)), self.pool.tasks.clone())
+    }
+
+    /// Waits (up to 10 s) for the removals and refills this backend started in the background.
+    pub async fn settle(&self) {
+        self.pool.settle(Duration::from_secs(10)).await;
+    }
+
     /// Pre-created containers ready for `language`.
     pub fn pool_ready(&self, language: Language) -> usize {
         self.pool.ready(language)
@@ -82,13 +92,13 @@ impl DockerBackend {
             None => self.create(request.language).await?,
         };
         // From here on the container is removed however this future ends (Drop included).
-        let mut guard = ContainerGuard(Some((self.docker.clone(), id.clone())));
+        let mut guard = self.guard(id.clone());
         let attached = match self.attach_and_start(&id).await {
             Ok(attached) => attached,
             Err(_) => {
                 // A pooled container may have been removed by another worker's cleanup.
                 let id = self.create(request.language).await?;
-                guard = ContainerGuard(Some((self.docker.clone(), id.clone())));
+                guard = self.guard(id.clone());
                 self.attach_and_start(&id).await.map_err(engine_error)?
             }
         };
@@ -251,7 +261,7 @@ fn engine_error(e: bollard::errors::Error) -> ToolError {
 }
 
 /// Removes (with a kill) its container when dropped, on the Tokio runtime.
-struct ContainerGuard(Option<(Docker, String)>);
+struct ContainerGuard(Option<(Docker, String)>, TaskTracker);
 
 impl ContainerGuard {
     fn id(&self) -> &str {
@@ -265,7 +275,7 @@ impl ContainerGuard {
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
         if let Some((docker, id)) = self.0.take() {
-            remove_later(docker, id);
+            remove_later(&self.1, docker, id);
         }
     }
 }

@@ -118,6 +118,14 @@ impl Backend {
             Self::Process(process) => process.run(request).await,
         }
     }
+
+    /// Waits for clean-up still running in the background (Docker removes containers after the
+    /// run has answered).
+    pub async fn settle(&self) {
+        if let Self::Docker(docker) = self {
+            docker.settle().await;
+        }
+    }
 }
 
 pub struct CodeRun {
@@ -163,5 +171,9 @@ impl Tool for CodeRun {
             .map_err(|e| ToolError(format!("invalid arguments: {e}")))?;
         let output = self.backend.run(&request).await?;
         serde_json::to_value(output).map_err(|e| ToolError(format!("unreadable result: {e}")))
+    }
+
+    async fn settle(&self) {
+        self.backend.settle().await;
     }
 }

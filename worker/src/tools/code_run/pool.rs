@@ -10,6 +10,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use tokio_util::task::TaskTracker;
 
 use super::Language;
 
@@ -23,6 +24,8 @@ pub struct Pool {
     ready: Arc<Mutex<HashMap<Language, Vec<String>>>>,
     /// Set when the backend goes away: a container created after that is removed at once.
     closed: Arc<AtomicBool>,
+    /// Background removals and refills, so a short-lived process can wait for them.
+    pub(super) tasks: TaskTracker,
 }
 
 impl Pool {
@@ -34,6 +37,7 @@ impl Pool {
             version,
             ready: Arc::default(),
             closed: Arc::default(),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -55,8 +59,17 @@ impl Pool {
         let pool = self.clone();
         let body = body.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { pool.top_up(language, &body).await });
+            let tasks = self.tasks.clone();
+            tasks.spawn_on(async move { pool.top_up(language, &body).await }, &runtime);
         }
+    }
+
+    /// Waits until every removal and refill started so far is done (up to `patience`): a
+    /// process about to exit calls this, or its runtime would drop them half-way.
+    pub async fn settle(&self, patience: Duration) {
+        self.tasks.close();
+        let _ = tokio::time::timeout(patience, self.tasks.wait()).await;
+        self.tasks.reopen();
     }
 
     async fn top_up(&self, language: Language, body: &ContainerCreateBody) {
@@ -112,10 +125,10 @@ impl Pool {
     }
 }
 
-/// Kills and removes a container on the Tokio runtime, without waiting.
-pub fn remove_later(docker: Docker, id: String) {
+/// Kills and removes a container on the Tokio runtime, without waiting; `tasks` tracks it.
+pub fn remove_later(tasks: &TaskTracker, docker: Docker, id: String) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move { remove(&docker, &id).await });
+        tasks.spawn_on(async move { remove(&docker, &id).await }, &runtime);
     }
 }
 

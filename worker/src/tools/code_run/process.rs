@@ -1,6 +1,6 @@
 //! The process backend, for hosts without Docker: bubblewrap puts the interpreter in new user,
 //! pid, network, mount, ipc, uts and cgroup namespaces with a read-only `/usr`, a private tmpfs
-//! `/tmp`, a cleared environment, no capabilities, no further user namespaces and a seccomp
+//! `/tmp` (the only writable filesystem: `/dev` is read-only), a cleared environment, no capabilities, no further user namespaces and a seccomp
 //! filter (seccomp.rs); `prlimit` sets the rlimits; as root, `setpriv` first moves the run to a
 //! uid of its own, so RLIMIT_NPROC counts this run's processes only. At the timeout (or when the
 //! future is dropped) the outer bwrap is killed; `--die-with-parent` then kills the sandbox's
@@ -24,18 +24,33 @@ pub struct ProcessBackend {
     settings: CodeRunSettings,
     /// The seccomp program, handed to bwrap on fd 3.
     filter: PathBuf,
+    /// bwrap's options (NUL-separated), handed to it on fd 4 with `--args 4`, so the sandbox's
+    /// pid 1 (a copy of bwrap) shows only `bwrap --args 4 -- <interpreter> ...` as its command
+    /// line, nothing of the host's paths or the limits.
+    bwrap_args: PathBuf,
     as_root: bool,
 }
 
 impl ProcessBackend {
     pub fn new(settings: &CodeRunSettings) -> Self {
-        let filter = std::env::temp_dir().join(format!(
-            "agentq-code-run-{}-{}.bpf",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
+        let scratch = |what: &str| {
+            std::env::temp_dir().join(format!(
+                "agentq-code-run-{}-{}.{what}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ))
+        };
+        let filter = scratch("bpf");
         if let Err(e) = std::fs::write(&filter, seccomp::program()) {
             tracing::error!(error = %e, "code_run: cannot write the seccomp filter; runs will fail");
+        }
+        let bwrap_args = scratch("args");
+        let options: Vec<u8> = self::bwrap_args(settings)
+            .into_iter()
+            .flat_map(|arg| arg.into_bytes().into_iter().chain([0]))
+            .collect();
+        if let Err(e) = std::fs::write(&bwrap_args, options) {
+            tracing::error!(error = %e, "code_run: cannot write the sandbox's options; runs will fail");
         }
         let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
         if !as_root {
@@ -46,16 +61,24 @@ impl ProcessBackend {
         Self {
             settings: settings.clone(),
             filter,
+            bwrap_args,
             as_root,
         }
     }
 
-    /// The whole command line: `sh` opens the filter on fd 3, then execs (setpriv) prlimit bwrap.
+    /// The whole command line: `sh` opens the filter on fd 3 and bwrap's arguments on fd 4, then
+    /// execs (setpriv) prlimit bwrap. It starts in `/`, so no wrapper (and no `PWD` that `sh`
+    /// exports) carries the worker's working directory.
     fn command(&self, language: Language) -> Command {
         let limits = &self.settings.limits;
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "f=$1; shift; exec \"$@\" 3<\"$f\"", "sh"]);
+        cmd.args([
+            "-c",
+            "f=$1; a=$2; shift 2; exec \"$@\" 3<\"$f\" 4<\"$a\"",
+            "sh",
+        ]);
         cmd.arg(&self.filter);
+        cmd.arg(&self.bwrap_args);
         if self.as_root {
             // A uid no one else uses: its process count is this run's alone.
             let uid = 1_000_000 + rand::random::<u32>() % 1_000_000_000;
@@ -67,10 +90,6 @@ impl ProcessBackend {
             cmd.args(["--clear-groups", "--inh-caps=-all", "--"]);
         }
         let cpu_secs = limits.timeout.as_secs() + 1;
-        let (interpreter, heap_mb) = match language {
-            Language::Python => (&self.settings.python_bin, None),
-            Language::Javascript => (&self.settings.node_bin, Some(limits.memory_bytes >> 21)),
-        };
         let memory = match language {
             // V8 reserves far more address space than it uses: cap data and the heap instead.
             Language::Javascript => format!("--data={}", limits.memory_bytes),
@@ -85,45 +104,11 @@ impl ProcessBackend {
             format!("--nofile={}", limits.open_files),
             "--".into(),
         ]);
-        let id = limits.uid.to_string();
-        cmd.args([
-            "bwrap",
-            "--unshare-all",
-            "--unshare-user",
-            "--disable-userns",
-        ]);
-        cmd.args(["--die-with-parent", "--new-session", "--clearenv"]);
-        cmd.args(["--uid", &id, "--gid", &id, "--hostname", "sandbox"]);
-        cmd.args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin"]);
-        cmd.args([
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-        ]);
-        cmd.args(["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]);
-        cmd.args(["--proc", "/proc", "--dev", "/dev"]);
-        cmd.args(["--size", &limits.tmpfs_bytes.to_string(), "--tmpfs", "/tmp"]);
-        cmd.args([
-            "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
-        ]);
-        cmd.args([
-            "--setenv",
-            "PATH",
-            "/usr/local/bin:/usr/bin:/bin",
-            // Everything but the /tmp tmpfs read-only, bwrap's own root included.
-            "--remount-ro",
-            "/",
-            "--seccomp",
-            "3",
-        ]);
-        cmd.arg("--")
-            .arg(interpreter)
-            .args(program::args(language, heap_mb));
+        cmd.args(["bwrap", "--args", "4"]);
+        cmd.args(program_args(&self.settings, language));
         // The worker's environment never reaches even the wrappers.
         cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.current_dir("/");
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -224,8 +209,87 @@ fn out_of_memory(stderr: &str) -> bool {
         || tail.contains("Fatal process out of memory")
 }
 
+/// bwrap's options: the namespaces, the filesystem, the environment.
+///
+/// The only writable filesystem is the size-limited `/tmp`: `/dev` holds just the usual devices
+/// (null, zero, full, random, urandom, tty) and is read-only, so `/dev/shm` cannot be written
+/// either; bwrap's own root is read-only too.
+fn bwrap_args(settings: &CodeRunSettings) -> Vec<String> {
+    let limits = &settings.limits;
+    let id = limits.uid.to_string();
+    [
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--uid",
+        &id,
+        "--gid",
+        &id,
+        "--hostname",
+        "sandbox",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--ro-bind-try",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.cache",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--remount-ro",
+        "/dev",
+        "--size",
+        &limits.tmpfs_bytes.to_string(),
+        "--tmpfs",
+        "/tmp",
+        "--chdir",
+        "/tmp",
+        "--setenv",
+        "HOME",
+        "/tmp",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--setenv",
+        "PATH",
+        "/usr/local/bin:/usr/bin:/bin",
+        "--remount-ro",
+        "/",
+        "--seccomp",
+        "3",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The program bwrap runs (bwrap takes it on its command line, not from `--args`).
+fn program_args(settings: &CodeRunSettings, language: Language) -> Vec<String> {
+    let (interpreter, heap_mb) = match language {
+        Language::Python => (&settings.python_bin, None),
+        Language::Javascript => (&settings.node_bin, Some(settings.limits.memory_bytes >> 21)),
+    };
+    let mut args = vec!["--".to_owned(), interpreter.clone()];
+    args.extend(program::args(language, heap_mb));
+    args
+}
+
 impl Drop for ProcessBackend {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.filter);
+        let _ = std::fs::remove_file(&self.bwrap_args);
     }
 }

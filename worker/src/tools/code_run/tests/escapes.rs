@@ -205,3 +205,66 @@ both!(
     20_000,
     io_uring_and_user_namespaces_are_refused
 );
+
+/// Besides the size-limited `/tmp`, no filesystem takes writes: `/dev` is read-only and
+/// `/dev/shm` is read-only (process) or a 64 MB tmpfs counted in the run's memory (Docker). Each
+/// file stays under the 8 MB file-size limit, so only the filesystem can stop the writes.
+async fn dev_and_shm_take_no_unbounded_writes(backend: Backend) {
+    let code = "import os\n\
+        def fill(d):\n\
+        \x20   mb = 0\n\
+        \x20   try:\n\
+        \x20       for i in range(25):\n\
+        \x20           with open(f'{d}/f{i}', 'wb') as f:\n\
+        \x20               for _ in range(4):\n\
+        \x20                   f.write(b'x' * (1 << 20)); f.flush(); mb += 1\n\
+        \x20   except OSError:\n\
+        \x20       pass\n\
+        \x20   return mb\n\
+        print(fill('/dev'), fill('/dev/shm'))";
+    let out = run(&backend, py(code)).await;
+    let written: Vec<u64> = out
+        .stdout
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(written.len(), 2, "{out:?}");
+    assert_eq!(written[0], 0, "/dev took writes: {out:?}");
+    assert!(written[1] <= 64, "/dev/shm took {} MB: {out:?}", written[1]);
+}
+both!(
+    dev_is_read_only,
+    30_000,
+    dev_and_shm_take_no_unbounded_writes
+);
+
+/// Nothing of the host shows through the program's environment or pid 1's command line: not
+/// the worker's working directory, not the sandbox's own arguments.
+async fn nothing_of_the_host_shows(backend: Backend) {
+    let code = "import os, json\n\
+        print(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd(),\n\
+        \x20   'pid1': open('/proc/1/cmdline', 'rb').read().decode(errors='replace'),\n\
+        \x20   'pid1_env': open('/proc/1/environ', 'rb').read().decode(errors='replace')}))";
+    let out = run(&backend, py(code)).await;
+    let seen: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let here = std::env::current_dir().unwrap();
+    let text = seen.to_string();
+    assert!(!text.contains(here.to_str().unwrap()), "{seen:#}");
+    let pid1 = seen["pid1"].as_str().unwrap();
+    for leak in ["--ro-bind", "--seccomp", "--uid", "prlimit"] {
+        assert!(!pid1.contains(leak), "{pid1:?}");
+    }
+    let keys: Vec<&str> = seen["env"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in &keys {
+        assert!(
+            ["PATH", "HOME", "LANG", "LC_CTYPE", "PWD", "HOSTNAME"].contains(key),
+            "{key} in {keys:?}"
+        );
+    }
+}
+both!(host_hidden, 20_000, nothing_of_the_host_shows);
