@@ -196,3 +196,82 @@ async fn a_dropped_call_leaves_no_session_behind() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The largest resident size this process has had (VmHWM), in MB.
+fn peak_resident_mb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024
+}
+
+/// A value far past the byte cap is measured by the server and never sent: the worker's memory
+/// stays flat (this test runs in a process of its own, so the peak is this test's).
+#[tokio::test]
+async fn a_huge_value_never_reaches_the_worker() {
+    let db = TargetDb::new().await;
+    let tool = db.tool(&db.reader, |_| {});
+    let before = peak_resident_mb();
+    for sql in [
+        "SELECT repeat('x', 300000000) AS big",
+        "SELECT 1 AS n, repeat('y', 200000000) AS big UNION ALL SELECT 2, 'small'",
+        "SELECT name, repeat(name, 20000) AS wide FROM items ORDER BY id",
+    ] {
+        let result = call(&tool, sql, json!([])).await.unwrap();
+        assert_eq!(result["truncated"], json!(true), "{sql}: {result}");
+        assert!(
+            result["note"].as_str().unwrap().contains("bytes"),
+            "{sql}: {result}"
+        );
+        assert!(result.to_string().len() < 60_000, "{sql}");
+    }
+    let grown = peak_resident_mb().saturating_sub(before);
+    assert!(grown < 150, "the worker's peak grew by {grown} MB");
+    // Small rows come back whole, typed as before.
+    let small = call(
+        &tool,
+        "SELECT id, name FROM items WHERE id <= 2 ORDER BY id",
+        json!([]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(small["rows"], json!([[1, "apple"], [2, "pear"]]));
+}
+
+/// Whatever a statement leaves in its database session (here a session-level advisory lock and
+/// a setting, both taken inside a user-defined function the parser cannot see into) is gone
+/// when the call returns.
+#[tokio::test]
+async fn a_call_leaves_no_lock_or_setting_behind() {
+    let db = TargetDb::new().await;
+    let admin = db.pool().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION grab() RETURNS text LANGUAGE sql AS $$
+             SELECT pg_advisory_lock(4242)::text || set_config('search_path', 'pg_temp', false)
+         $$;
+         GRANT EXECUTE ON FUNCTION grab() TO {};",
+        db.reader
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let tool = db.tool(&db.reader, |s| s.max_connections = 1);
+    call(&tool, "SELECT grab()", json!([])).await.unwrap();
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "the advisory lock outlived the call");
+    // The next call (the pool holds one connection at most) sees the default search_path.
+    let next = call(
+        &tool,
+        "SELECT current_setting('search_path') AS p",
+        json!([]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next["rows"], json!([["\"$user\", public"]]));
+    admin.close().await;
+}

@@ -4,12 +4,15 @@
 //! `BEGIN READ ONLY` (or `READ WRITE` when writes are allowed), `SET LOCAL statement_timeout`,
 //! `lock_timeout` and `idle_in_transaction_session_timeout`, a refusal of superuser
 //! connections (unless allowed), then the statement through the extended protocol (which
-//! refuses more than one command) with its parameters bound. Rows are read until the row or
-//! byte cap; a read-only transaction is always rolled back, a write one committed.
+//! refuses more than one command) with its parameters bound, wrapped so the server checks each
+//! row's size and stops after the row cap: the worker reads rows one at a time and never holds
+//! more than the caps. A read-only transaction is always rolled back, a write one committed.
 //!
-//! If the caller drops the call (cancel, deadline), the connection is closed rather than
-//! returned to the pool: Postgres then rolls the transaction back, and the session settings
-//! (timeouts, `client_connection_check_interval` where available) stop a running statement.
+//! A connection serves one call and is closed after it, advisory locks released first: nothing
+//! a statement left in its session (locks or settings taken inside a user-defined function)
+//! outlives the call. If the caller drops the call (cancel, deadline), the connection is closed
+//! too: Postgres then rolls the transaction back, and the session settings (timeouts,
+//! `client_connection_check_interval` where available) stop a running statement.
 
 use std::time::Duration;
 
@@ -58,24 +61,34 @@ pub fn pool(settings: &SqlQuerySettings) -> anyhow::Result<PgPool> {
         .connect_lazy_with(connect_options(settings)?))
 }
 
-/// A pooled connection that is closed, not reused, unless the call finished cleanly.
+/// A pooled connection that serves one call and is then closed, never returned: whatever the
+/// statement changed in its session (a session-level advisory lock or a `set_config(..., false)`
+/// taken inside a user-defined function, temporary tables, prepared statements) goes with it.
+/// Dropped half-way (the call was cancelled), it is closed as well.
 struct Guard(Option<PoolConnection<Postgres>>);
 
 impl Guard {
     fn conn(&mut self) -> &mut sqlx::PgConnection {
         match &mut self.0 {
             Some(conn) => conn,
-            None => unreachable!("the connection is only taken by finish()"),
+            None => unreachable!("the connection is only taken by discard()"),
         }
     }
 
-    /// Returns the connection to the pool (`reuse`) or closes it.
-    fn finish(mut self, reuse: bool) {
-        if let Some(mut conn) = self.0.take()
-            && !reuse
-        {
-            conn.close_on_drop();
+    /// Ends the transaction (`end`: ROLLBACK or COMMIT), releases every advisory lock the
+    /// session took, then closes the connection. The release is explicit so it is done before
+    /// the call answers, not whenever the server notices the closed connection.
+    async fn discard(mut self, end: &'static str) -> Result<(), sqlx::Error> {
+        let Some(conn) = self.0.take() else {
+            return Ok(());
+        };
+        let mut conn = conn.detach();
+        let ended = conn.execute(end).await;
+        if ended.is_ok() {
+            let _ = conn.execute("SELECT pg_advisory_unlock_all()").await;
         }
+        let _ = sqlx::Connection::close(conn).await;
+        ended.map(|_| ())
     }
 }
 
@@ -149,26 +162,14 @@ pub async fn run(
     .map_err(|e| describe(&e))?;
 
     let outcome = rows(conn, settings, &checked.normalized, params).await;
-    let (mut result, drained) = match outcome {
-        Ok(ok) => ok,
-        Err(message) => {
-            // The transaction is aborted; closing the connection ends it.
-            guard.finish(false);
-            return Err(message);
-        }
+    let end = match (&outcome, checked.access) {
+        (Ok(_), Access::Write) => "COMMIT",
+        _ => "ROLLBACK",
     };
-    let conn = guard.conn();
-    let end = match checked.access {
-        Access::ReadOnly => "ROLLBACK",
-        Access::Write => "COMMIT",
-    };
-    if checked.access == Access::Write || drained {
-        conn.execute(end).await.map_err(|e| describe(&e))?;
-        guard.finish(true);
-    } else {
-        // Rows are still coming: closing is quicker than draining them, and rolls back.
-        guard.finish(false);
-    }
+    let ended = guard.discard(end).await;
+    let mut result = outcome?;
+    // A write that could not commit did not happen.
+    ended.map_err(|e| describe(&e))?;
     if let Some(object) = result.as_object_mut() {
         object.insert("statement".into(), json!(checked.statement));
     }
@@ -179,13 +180,46 @@ pub const SUPERUSER_REFUSED: &str = "sql_query refuses to run on a superuser con
     AGENTQ_SQL_TOOL_URL a role without superuser, write or file privileges (README, \
     \"sql_query's database role\"), or set AGENTQ_SQL_ALLOW_SUPERUSER=true";
 
-/// Prepares, binds and reads the statement. The flag says whether every row was read.
+/// The statement with every row's size checked by the server: at most `max_rows + 1` rows come
+/// back, and a row whose values would take more than `max_bytes` as text comes back with all
+/// its values NULL and the last column false. So no row bigger than the cap ever reaches the
+/// worker's memory, whatever a value's size (`SELECT repeat('x', 1e9)`).
+///
+/// The statement's columns are renamed `c1..cn` positionally (duplicate or missing names don't
+/// matter) in a CTE, which also takes INSERT/UPDATE/DELETE ... RETURNING; the outer query keeps
+/// each column's type, so values decode as they would unwrapped.
+fn size_checked(sql: &str, columns: usize, max_rows: usize, max_bytes: usize) -> String {
+    let names: Vec<String> = (1..=columns).map(|i| format!("c{i}")).collect();
+    // Per column: a text value's length is known without reading it; other types are measured
+    // as the text Postgres would send.
+    let sizes: Vec<String> = names
+        .iter()
+        .map(|c| format!("coalesce(octet_length(agentq_row.{c}::text), 0)::bigint"))
+        .collect();
+    let fits = format!("{} <= {max_bytes}", sizes.join(" + "));
+    let values: Vec<String> = names
+        .iter()
+        .map(|c| format!("CASE WHEN agentq_sized.agentq_fits THEN agentq_sized.{c} END"))
+        .collect();
+    format!(
+        "WITH agentq_row({names}) AS (\n{sql}\n)\n\
+         SELECT {values}, agentq_sized.agentq_fits FROM (\n\
+         SELECT agentq_row.*, {fits} AS agentq_fits FROM agentq_row) AS agentq_sized\n\
+         LIMIT {limit}",
+        names = names.join(", "),
+        values = values.join(", "),
+        limit = max_rows + 1,
+    )
+}
+
+/// Prepares, binds and reads the statement, keeping at most `max_rows` rows and `max_bytes` of
+/// them.
 async fn rows(
     conn: &mut sqlx::PgConnection,
     settings: &SqlQuerySettings,
     sql: &str,
     params: &[Value],
-) -> Result<(Value, bool), String> {
+) -> Result<Value, String> {
     let statement = conn
         .prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(
             sql.to_owned(),
@@ -202,13 +236,16 @@ async fn rows(
         .iter()
         .map(|c| json!({"name": c.name(), "type": c.type_info().to_string().to_lowercase()}))
         .collect();
-    let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), args);
     if columns.is_empty() {
+        let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), args);
         let done = query.execute(&mut *conn).await.map_err(|e| describe(&e))?;
-        let result = json!({"columns": [], "rows": [], "row_count": 0, "truncated": false,
-                            "rows_affected": done.rows_affected()});
-        return Ok((result, true));
+        return Ok(
+            json!({"columns": [], "rows": [], "row_count": 0, "truncated": false,
+                   "rows_affected": done.rows_affected()}),
+        );
     }
+    let checked = size_checked(sql, columns.len(), settings.max_rows, settings.max_bytes);
+    let query = sqlx::query_with(AssertSqlSafe(checked), args);
     let mut stream = query.fetch(&mut *conn);
     let (mut rows, mut bytes, mut truncated) = (Vec::new(), 2usize, None);
     while let Some(row) = stream.try_next().await.map_err(|e| describe(&e))? {
@@ -216,7 +253,12 @@ async fn rows(
             truncated = Some(format!("more than {} rows", settings.max_rows));
             break;
         }
-        let values: Vec<Value> = (0..row.len())
+        let fits: bool = row.try_get(columns.len()).unwrap_or(false);
+        if !fits {
+            truncated = Some(format!("a row of more than {} bytes", settings.max_bytes));
+            break;
+        }
+        let values: Vec<Value> = (0..columns.len())
             .map(|i| match row.try_get_raw(i) {
                 Ok(raw) if raw.is_null() => Value::Null,
                 Ok(raw) => types::to_json(&raw.type_info(), raw.as_bytes().ok()),
@@ -248,5 +290,5 @@ async fn rows(
             )),
         );
     }
-    Ok((result, truncated.is_none()))
+    Ok(result)
 }
