@@ -55,6 +55,20 @@ pub enum Command {
     },
     /// Cancel a session.
     Cancel { id: String },
+    /// Approve (or reject) the tool calls a session awaits approval for; `agentq get` shows them.
+    Approve {
+        id: String,
+        /// The step awaiting approval (`pending_approval.step`).
+        #[arg(long)]
+        step: u32,
+        /// Reject instead of approving: the calls that need approval don't run, and the agent
+        /// observes the rejection.
+        #[arg(long)]
+        reject: bool,
+        /// Why, kept with the step and shown to the agent on a rejection.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// List the tools the server offers.
     Tools {
         #[arg(long)]

@@ -8,6 +8,8 @@ use uuid::Uuid;
 pub const DEFAULT_MAX_STEPS: u32 = 10;
 pub const MAX_STEPS_LIMIT: u32 = 50;
 const MAX_MODEL_NAME: usize = 100;
+/// Postgres cannot store U+0000, and no text a client means to send contains one.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,16 +132,49 @@ pub struct StepApproval {
     pub decided_at: DateTime<Utc>,
 }
 
-/// The tool call a session waits on while `awaiting_approval`.
+/// The model's turn a session waits on while `awaiting_approval`. One decision covers every call
+/// of the turn, and none of them runs before it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingApproval {
     pub step: u32,
+    /// The first call that needs approval (also listed in `calls`).
     pub tool: String,
     pub args: serde_json::Value,
-    /// What the tool says about this call (e.g. sql_query's classification of the query).
+    /// What the tool says about that call (e.g. sql_query's classification of the query).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// Every call of the turn, in the order they will run once approved.
+    #[serde(default)]
+    pub calls: Vec<PendingCall>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// One tool call of a turn awaiting approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCall {
+    /// Its position in the turn, from 0.
+    pub call: u32,
+    /// The model's id of the call (native tool use), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub tool: String,
+    pub args: serde_json::Value,
+    /// Whether this call is why the turn waits. A rejection refuses exactly these calls; the
+    /// others run as shown.
+    pub requires_approval: bool,
+    /// What the tool says about this call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// What the worker stores for each call of a turn it holds for approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallReview {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub requires_approval: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 /// `POST /v1/agents/{id}/approve`.
@@ -321,6 +356,10 @@ impl AgentRunRequest {
         };
         let model = match self.model {
             None => defaults.model.clone(),
+            Some(model) if model.contains('\0') => {
+                errors.push(FieldError::new("model", NUL_MESSAGE));
+                model
+            }
             Some(model) if model.trim().is_empty() || model.len() > MAX_MODEL_NAME => {
                 errors.push(FieldError::new(
                     "model",
@@ -418,6 +457,8 @@ fn validate_messages(messages: &[Message]) -> Vec<FieldError> {
                 format!("{field}.content"),
                 "must not be empty",
             ));
+        } else if message.content.contains('\0') {
+            errors.push(FieldError::new(format!("{field}.content"), NUL_MESSAGE));
         }
         previous = Some(role);
     }
@@ -504,6 +545,9 @@ mod tests {
         bad.max_steps = Some(0);
         bad.tools = Some(vec!["echo".into(), "rm_rf".into()]);
         assert_eq!(fields(bad), vec!["max_steps", "tools[1]"]);
+        let mut nul = run(vec![msg("user", "a\0b")]);
+        nul.model = Some("m\0".into());
+        assert_eq!(fields(nul), vec!["messages[0].content", "model"]);
         let mut too_many = run(vec![msg("user", "a")]);
         too_many.max_steps = Some(51);
         assert_eq!(fields(too_many), vec!["max_steps"]);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentq_shared::queue::{self, StepJob};
-use agentq_shared::schemas::{SessionError, SessionStatus};
+use agentq_shared::schemas::{CallReview, SessionError, SessionStatus};
 use agentq_shared::store::{Lease, LeaseLost, SessionRow, StepRow, WriteError};
 use agentq_shared::tools::{ToolContext, ToolResult};
 use apalis::prelude::{BoxDynError, Data};
@@ -139,6 +139,15 @@ async fn leased_step(
     if session.cancel_requested || ctx.store.cancel_requested(id).await? {
         return end(ctx, lease, SessionStatus::Cancelled, None, None).await;
     }
+    let max_attempts = ctx.config.durability.step_max_attempts.max(1);
+    if lease.attempt > max_attempts {
+        // Whatever made the earlier deliveries fail will make the next fail too.
+        let message = format!(
+            "step {n} failed on each of its {max_attempts} attempts (AGENTQ_STEP_MAX_ATTEMPTS), \
+             so the session was stopped instead of repeating it; the worker log has each error"
+        );
+        return fail(ctx, lease, "step_retries_exhausted", message).await;
+    }
     if n >= session.run.max_steps {
         let message = format!(
             "the agent used all {} steps without a final answer",
@@ -195,16 +204,25 @@ async fn act(
     let id = session.id;
     let calls = &step.actions.0;
     let offered = |tool: &str| session.run.tools.iter().any(|t| t == tool);
-    let needs_approval = calls
-        .iter()
-        .any(|c| offered(&c.tool) && ctx.tools.get(&c.tool).is_some_and(|d| d.requires_approval));
-    if needs_approval && step.approval.is_none() {
+    let needs_approval =
+        |tool: &str| offered(tool) && ctx.tools.get(tool).is_some_and(|d| d.requires_approval);
+    if calls.iter().any(|c| needs_approval(&c.tool)) && step.approval.is_none() {
+        // The approver sees every call of the turn, and none runs before the decision.
         let expires_at = Utc::now() + ctx.config.durability.approval_ttl;
-        let details = calls
+        let ids = crate::prompt::tool_use_ids(&step.llm_content.0);
+        let reviews: Vec<CallReview> = calls
             .iter()
-            .find_map(|c| ctx.tools.approval_details(&c.tool, &c.args));
+            .enumerate()
+            .map(|(i, c)| CallReview {
+                id: ids.get(i).cloned(),
+                requires_approval: needs_approval(&c.tool),
+                details: offered(&c.tool)
+                    .then(|| ctx.tools.approval_details(&c.tool, &c.args))
+                    .flatten(),
+            })
+            .collect();
         ctx.store
-            .await_approval(lease, n, expires_at, details.as_ref())
+            .await_approval(lease, n, expires_at, &reviews)
             .await?;
         ctx.store.refresh_snapshot(id).await?;
         tracing::info!("waiting for approval");

@@ -3,7 +3,8 @@
 
 use agentq_shared::queue::{self, StepJob};
 use agentq_shared::schemas::{
-    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, RunDefaults, SessionStatus,
+    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, NUL_MESSAGE, RunDefaults,
+    SessionStatus,
 };
 use agentq_shared::store::{ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, sha256_hex};
 use apalis::prelude::TaskId;
@@ -160,7 +161,7 @@ pub async fn cancel(
         .request_cancel(session_id, principal.org_id)
         .await?
     {
-        CancelOutcome::Requested => {
+        CancelOutcome::Requested | CancelOutcome::Cancelled => {
             tracing::info!(%session_id, "cancel requested");
             let session = refreshed(&state, session_id).await?;
             Ok((StatusCode::ACCEPTED, Json(session)))
@@ -189,15 +190,16 @@ pub async fn approve(
     body: Result<Json<ApprovalRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(request) = body.map_err(json_rejection)?;
-    if request
-        .reason
-        .as_ref()
-        .is_some_and(|r| r.len() > MAX_REASON)
-    {
+    let reason_problem = match request.reason.as_deref() {
+        Some(r) if r.len() > MAX_REASON => Some(format!("must be at most {MAX_REASON} bytes")),
+        Some(r) if r.contains('\0') => Some(NUL_MESSAGE.to_owned()),
+        _ => None,
+    };
+    if let Some(message) = reason_problem {
         return Err(ApiError::Validation(vec![
             agentq_shared::schemas::FieldError {
                 field: "reason".into(),
-                message: format!("must be at most {MAX_REASON} bytes"),
+                message,
             },
         ]));
     }

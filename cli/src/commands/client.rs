@@ -152,6 +152,27 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        Command::Approve {
+            id,
+            step,
+            reject,
+            reason,
+        } => {
+            let decision = serde_json::json!({"step": step, "approved": !reject, "reason": reason});
+            let body = client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/agents/{id}/approve"),
+                    Some(&decision),
+                )
+                .await?;
+            println!(
+                "step {step} {}; status {}",
+                if reject { "rejected" } else { "approved" },
+                body["status"].as_str().unwrap_or("unknown")
+            );
+            Ok(0)
+        }
         Command::Tools { json } => {
             let body = client.call(reqwest::Method::GET, "/v1/tools", None).await?;
             print_value(json, &body, || render::tools(&body));
@@ -178,6 +199,7 @@ fn print_value(json: bool, value: &Value, text: impl FnOnce()) {
 /// for a completed session and 1 otherwise.
 async fn follow_session(client: &Client, id: &str, json: bool) -> anyhow::Result<i32> {
     let mut printed = 0;
+    let mut shown_approval = None;
     loop {
         let session = client.session(id).await?;
         if !json {
@@ -188,6 +210,13 @@ async fn follow_session(client: &Client, id: &str, json: bool) -> anyhow::Result
                 render::step(step);
                 printed += 1;
             }
+        }
+        if !json
+            && let Some(pending) = &session.pending_approval
+            && shown_approval != Some(pending.step)
+        {
+            render::pending_approval(pending);
+            shown_approval = Some(pending.step);
         }
         if session.status.is_terminal() {
             if json {

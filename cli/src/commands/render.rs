@@ -1,6 +1,6 @@
 //! Human-readable output of sessions, steps and tools.
 
-use agentq_shared::schemas::{AgentSession, AgentStep};
+use agentq_shared::schemas::{AgentSession, AgentStep, PendingApproval};
 use serde_json::Value;
 
 const CLIP: usize = 400;
@@ -61,7 +61,37 @@ pub fn session(session: &AgentSession) {
     for s in &session.steps {
         step(s);
     }
+    if let Some(pending) = &session.pending_approval {
+        pending_approval(pending);
+    }
     outcome(session);
+}
+
+/// Every call the decision covers, unclipped: the approver must see all that will run.
+pub fn pending_approval(pending: &PendingApproval) {
+    println!(
+        "step {} awaits approval until {} ({} tool call{}; one decision covers all):",
+        pending.step,
+        pending.expires_at.to_rfc3339(),
+        pending.calls.len(),
+        if pending.calls.len() == 1 { "" } else { "s" }
+    );
+    for call in &pending.calls {
+        let why = if call.requires_approval {
+            "needs approval"
+        } else {
+            "runs once the turn is approved"
+        };
+        println!("  [{}] {} ({why})", call.call, call.tool);
+        println!("      args:    {}", call.args);
+        if let Some(details) = &call.details {
+            println!("      details: {details}");
+        }
+    }
+    println!(
+        "decide with: agentq approve SESSION_ID --step {} [--reject] [--reason TEXT]",
+        pending.step
+    );
 }
 
 pub fn tools(body: &Value) {

@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod code;
 mod durability;
+mod hardening;
 mod harness;
 mod llm;
 mod sessions;

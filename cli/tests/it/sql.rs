@@ -248,3 +248,48 @@ async fn tool_run_runs_sql_query_without_approval() {
         "{result}"
     );
 }
+
+/// A SQL result holding U+0000 (inside a `json` value, which Postgres keeps as text) is stored
+/// as U+FFFD: the session completes and the query ran once.
+#[tokio::test]
+async fn a_nul_in_a_sql_result_does_not_wedge_the_session() {
+    let target = Target::new().await;
+    let mut env = TestEnv::new().await;
+    env.set("AGENTQ_SQL_TOOL_URL", &target.reader_url());
+    env.start_api().await;
+    env.start_worker();
+    let key = env.key("acme").await;
+    let query = r#"SELECT '{"note": "a\u0000b"}'::json AS j"#;
+    env.llm.script(
+        "marker-sql-nul",
+        vec![
+            Turn::tool("sql_query", json!({"query": query})),
+            Turn::answer("read it"),
+        ],
+    );
+    let id = env
+        .run(
+            &key,
+            "marker-sql-nul: read",
+            json!({"tools": ["sql_query"]}),
+        )
+        .await;
+    env.wait_awaiting_approval(&key, id).await;
+    let (status, body) = env
+        .request(
+            Method::POST,
+            &format!("/v1/agents/{id}/approve"),
+            Some(&key),
+            Some(json!({"step": 0, "approved": true})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let session = env.wait_status(&key, id, SessionStatus::Completed).await;
+    let observation = session.steps[0].observation.clone().expect("observation");
+    assert_eq!(
+        observation["result"]["rows"],
+        json!([[{"note": "a\u{FFFD}b"}]]),
+        "{observation}"
+    );
+    assert_eq!(env.llm.calls_for("marker-sql-nul").len(), 2);
+}

@@ -343,6 +343,10 @@ pub struct Durability {
     pub shutdown_grace: Duration,
     /// `Idempotency-Key`s are remembered at least this long.
     pub idempotency_keep: Duration,
+    /// Deliveries of one step that may take its lease before the session fails
+    /// `step_retries_exhausted`: a step that fails the same way every time ends instead of
+    /// repeating its work until the deadline.
+    pub step_max_attempts: u32,
 }
 
 impl Durability {
@@ -361,6 +365,11 @@ impl Durability {
             )?,
             shutdown_grace: env.secs("AGENTQ_SHUTDOWN_GRACE_SECS", 30)?,
             idempotency_keep: env.secs("AGENTQ_IDEMPOTENCY_KEEP_SECS", 48 * 3600)?,
+            step_max_attempts: env.parsed(
+                "AGENTQ_STEP_MAX_ATTEMPTS",
+                5,
+                "a number of attempts (at least 1)",
+            )?,
         })
     }
 }

@@ -31,12 +31,13 @@ pub async fn create_api_key(pg: &PgPool, org_name: &str) -> sqlx::Result<(Princi
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);
     let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
+    let org_name = super::pg_safe::text(org_name);
     let mut tx = pg.begin().await?;
     let org_id = sqlx::query_scalar!(
         "INSERT INTO orgs (id, name) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
         Uuid::now_v7(),
-        org_name,
+        org_name.as_ref(),
     )
     .fetch_one(&mut *tx)
     .await?;

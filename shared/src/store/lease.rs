@@ -14,6 +14,8 @@ pub struct Lease {
     pub session_id: Uuid,
     pub owner: String,
     pub fence: i64,
+    /// Which delivery of the session's current step this is (1 for the first to take the lease).
+    pub attempt: u32,
 }
 
 /// A write refused because the writer no longer holds the lease. The job is acked: whoever took
@@ -31,22 +33,24 @@ impl Store {
         owner: &str,
         ttl: Duration,
     ) -> sqlx::Result<Option<Lease>> {
-        let fence = sqlx::query_scalar!(
+        let taken = sqlx::query!(
             "UPDATE sessions
-             SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), fence = fence + 1
+             SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), fence = fence + 1,
+                 step_attempts = step_attempts + 1
              WHERE id = $1 AND (lease_until IS NULL OR lease_until < now())
                AND status IN ('pending', 'running', 'awaiting_approval')
-             RETURNING fence",
+             RETURNING fence, step_attempts",
             id,
             owner,
             ttl.as_secs_f64(),
         )
         .fetch_optional(&self.pg)
         .await?;
-        Ok(fence.map(|fence| Lease {
+        Ok(taken.map(|row| Lease {
             session_id: id,
             owner: owner.to_owned(),
-            fence,
+            fence: row.fence,
+            attempt: row.step_attempts.max(0) as u32,
         }))
     }
 

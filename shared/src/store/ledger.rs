@@ -3,7 +3,7 @@
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, pg_safe};
 use crate::schemas::Usage;
 
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct LlmCallRecord {
 impl Store {
     #[tracing::instrument(skip_all, fields(session_id = %call.session_id, step = call.step_index))]
     pub async fn record_llm_call(&self, call: &LlmCallRecord) -> sqlx::Result<()> {
+        let model = pg_safe::text(&call.model);
+        let error = pg_safe::opt_text(call.error.as_deref());
         sqlx::query!(
             "INSERT INTO llm_calls (session_id, step_index, model, outcome, http_status,
                  input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd,
@@ -29,7 +31,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             call.session_id,
             call.step_index as i32,
-            call.model,
+            model.as_ref(),
             if call.ok { "ok" } else { "error" },
             call.http_status.map(i32::from),
             call.usage.input_tokens as i64,
@@ -38,7 +40,7 @@ impl Store {
             call.usage.cache_write_tokens as i64,
             call.cost_usd,
             call.duration_ms as i64,
-            call.error,
+            error.as_deref(),
             call.usage.cache_write_1h_tokens as i64,
         )
         .execute(&self.pg)

@@ -6,6 +6,7 @@
 mod keys;
 mod lease;
 mod ledger;
+pub mod pg_safe;
 mod reconcile;
 mod sessions;
 mod snapshot;

@@ -6,10 +6,10 @@ use rust_decimal::Decimal;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, pg_safe};
 use crate::schemas::{
-    AgentSession, AgentStep, PendingApproval, SessionError, SessionStatus, StepApproval, ToolCall,
-    Totals, Usage, ValidatedRun,
+    AgentSession, AgentStep, CallReview, PendingApproval, PendingCall, SessionError, SessionStatus,
+    StepApproval, ToolCall, Totals, Usage, ValidatedRun,
 };
 
 /// What a worker needs to run a step.
@@ -128,14 +128,16 @@ impl Store {
         deadline_at: DateTime<Utc>,
         idempotency: Option<&IdempotencyKey>,
     ) -> sqlx::Result<Created> {
+        let request = pg_safe::to_json(run).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let model = pg_safe::text(&run.model);
         let mut tx = self.pg.begin().await?;
         sqlx::query!(
             "INSERT INTO sessions (id, org_id, model, request, max_steps, deadline_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
             id,
             org_id,
-            run.model,
-            Json(run) as _,
+            model.as_ref(),
+            Json(request) as _,
             run.max_steps as i32,
             deadline_at,
         )
@@ -246,13 +248,13 @@ impl Store {
             (SessionStatus::AwaitingApproval, Some(expires_at)) => steps
                 .iter()
                 .find(|s| s.step_index == record.next_step)
-                .and_then(|s| s.action.as_ref().map(|action| (action, s)))
-                .map(|(action, s)| PendingApproval {
-                    step: record.next_step as u32,
-                    tool: action.0.tool.clone(),
-                    args: action.0.args.clone(),
-                    details: s.approval_details.as_ref().map(|d| d.0.clone()),
-                    expires_at,
+                .and_then(|s| {
+                    pending_approval(
+                        record.next_step as u32,
+                        &s.actions.0,
+                        s.approval_details.as_ref().map(|d| &d.0),
+                        expires_at,
+                    )
                 }),
             _ => None,
         };
@@ -320,4 +322,52 @@ impl Store {
             version: record.version,
         }))
     }
+}
+
+/// The turn a session waits on: every call, with what the worker stored about each when it held
+/// the turn for approval (`approval_details`: one `CallReview` per call; a single object in rows
+/// written before calls were listed, which then describes the first call).
+fn pending_approval(
+    step: u32,
+    actions: &[ToolCall],
+    reviews: Option<&serde_json::Value>,
+    expires_at: DateTime<Utc>,
+) -> Option<PendingApproval> {
+    let reviews: Vec<CallReview> = match reviews {
+        Some(serde_json::Value::Array(_)) => reviews
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .unwrap_or_default(),
+        legacy => vec![CallReview {
+            id: None,
+            requires_approval: true,
+            details: legacy.cloned(),
+        }],
+    };
+    let calls: Vec<PendingCall> = actions
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            let review = reviews.get(i);
+            PendingCall {
+                call: i as u32,
+                id: review.and_then(|r| r.id.clone()),
+                tool: call.tool.clone(),
+                args: call.args.clone(),
+                requires_approval: review.is_none_or(|r| r.requires_approval),
+                details: review.and_then(|r| r.details.clone()),
+            }
+        })
+        .collect();
+    let first = calls
+        .iter()
+        .find(|c| c.requires_approval)
+        .or(calls.first())?;
+    Some(PendingApproval {
+        step,
+        tool: first.tool.clone(),
+        args: first.args.clone(),
+        details: first.details.clone(),
+        calls: calls.clone(),
+        expires_at,
+    })
 }

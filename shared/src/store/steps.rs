@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::lease::{Lease, LeaseLost};
-use super::{Store, WriteError};
+use super::{Store, WriteError, pg_safe};
 use crate::schemas::ToolCall;
 
 /// What the model decided at a step.
@@ -61,6 +61,12 @@ impl Store {
         decision: &Decision,
     ) -> Result<StepRow, WriteError> {
         let session_id = lease.session_id;
+        let actions =
+            pg_safe::to_json(&decision.actions).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let thought = pg_safe::opt_text(decision.thought.as_deref());
+        let final_answer = pg_safe::opt_text(decision.final_answer.as_deref());
+        let invalid_output = pg_safe::opt_text(decision.invalid_output.as_deref());
+        let llm_content = pg_safe::json(&decision.llm_content);
         sqlx::query!(
             "INSERT INTO steps (session_id, step_index, thought, llm_content, action, actions,
                                 is_final, final_answer, invalid_output, started_at, finished_at)
@@ -69,13 +75,13 @@ impl Store {
              ON CONFLICT (session_id, step_index) DO NOTHING",
             session_id,
             step as i32,
-            decision.thought,
-            Json(&decision.llm_content) as _,
-            decision.actions.first().map(Json) as _,
-            Json(&decision.actions) as _,
+            thought.as_deref(),
+            Json(&llm_content) as _,
+            actions.get(0).map(Json) as _,
+            Json(&actions) as _,
             decision.is_final,
-            decision.final_answer,
-            decision.invalid_output,
+            final_answer.as_deref(),
+            invalid_output.as_deref(),
             decision.started_at,
             lease.fence,
         )
@@ -158,6 +164,7 @@ impl Store {
         observation: &serde_json::Value,
     ) -> Result<Vec<serde_json::Value>, WriteError> {
         let session_id = lease.session_id;
+        let observation = pg_safe::json(observation);
         let updated = sqlx::query!(
             "UPDATE steps SET observations = observations || jsonb_build_array($4::jsonb),
                  observation = coalesce(observation, $4),
@@ -168,7 +175,7 @@ impl Store {
             session_id,
             step as i32,
             call as i32,
-            Json(observation) as _,
+            Json(&observation) as _,
             lease.fence,
         )
         .execute(&self.pg)

@@ -6,13 +6,15 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::lease::{Lease, LeaseLost};
-use super::{Principal, Store, WriteError};
-use crate::schemas::{SessionError, SessionStatus};
+use super::{Principal, Store, WriteError, pg_safe};
+use crate::schemas::{CallReview, SessionError, SessionStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
     /// The flag is set (now or before); the worker stops the session at its next check.
     Requested,
+    /// No worker was running it: the session is cancelled now.
+    Cancelled,
     AlreadyFinished(SessionStatus),
     NotFound,
 }
@@ -29,22 +31,40 @@ pub enum ApprovalOutcome {
 }
 
 impl Store {
-    /// Sets the cancel flag of an unfinished session of this org (Postgres, then Redis).
-    /// Asking twice is fine.
+    /// Cancels an unfinished session of this org. A session no worker holds (awaiting approval,
+    /// or between steps) is cancelled at once, its fence bumped so a worker whose lease had run
+    /// out can write nothing more; one a worker is running gets the flag (Postgres, then Redis)
+    /// and its worker stops it at the next check. Asking twice is fine.
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn request_cancel(&self, id: Uuid, org_id: Uuid) -> sqlx::Result<CancelOutcome> {
-        let updated = sqlx::query!(
-            "UPDATE sessions SET cancel_requested = true, version = version + 1, updated_at = now()
-             WHERE id = $1 AND org_id = $2 AND status IN ('pending', 'running', 'awaiting_approval')",
+        let updated = sqlx::query_scalar!(
+            "WITH target AS (
+                 SELECT id, (status = 'awaiting_approval' OR lease_until IS NULL
+                             OR lease_until < now()) AS idle
+                 FROM sessions
+                 WHERE id = $1 AND org_id = $2
+                   AND status IN ('pending', 'running', 'awaiting_approval')
+                 FOR UPDATE)
+             UPDATE sessions s SET cancel_requested = true,
+                 status = CASE WHEN t.idle THEN 'cancelled' ELSE s.status END,
+                 fence = CASE WHEN t.idle THEN s.fence + 1 ELSE s.fence END,
+                 lease_owner = CASE WHEN t.idle THEN NULL ELSE s.lease_owner END,
+                 lease_until = CASE WHEN t.idle THEN NULL ELSE s.lease_until END,
+                 approval_expires_at = CASE WHEN t.idle THEN NULL ELSE s.approval_expires_at END,
+                 version = s.version + 1, updated_at = now()
+             FROM target t WHERE s.id = t.id
+             RETURNING s.status",
             id,
             org_id,
         )
-        .execute(&self.pg)
-        .await?
-        .rows_affected();
-        if updated == 1 {
+        .fetch_optional(&self.pg)
+        .await?;
+        if let Some(status) = updated {
             self.set_cancel_flag(id).await;
-            return Ok(CancelOutcome::Requested);
+            return Ok(match SessionStatus::parse(&status) {
+                Some(SessionStatus::Cancelled) => CancelOutcome::Cancelled,
+                _ => CancelOutcome::Requested,
+            });
         }
         let row = sqlx::query!("SELECT org_id, status FROM sessions WHERE id = $1", id)
             .fetch_optional(&self.pg)
@@ -95,6 +115,8 @@ impl Store {
         error: Option<&SessionError>,
     ) -> sqlx::Result<bool> {
         debug_assert!(status.is_terminal());
+        let final_answer = pg_safe::opt_text(final_answer);
+        let message = error.map(|e| pg_safe::text(&e.message));
         let updated = sqlx::query!(
             "UPDATE sessions SET status = $2, final_answer = $3, error_code = $4, error_message = $5,
                  lease_owner = NULL, lease_until = NULL, approval_expires_at = NULL,
@@ -103,9 +125,9 @@ impl Store {
                AND status IN ('pending', 'running', 'awaiting_approval')",
             id,
             status.as_str(),
-            final_answer,
+            final_answer.as_deref(),
             error.map(|e| e.code.as_str()),
-            error.map(|e| e.message.as_str()),
+            message.as_deref(),
             fence,
         )
         .execute(&self.pg)
@@ -119,7 +141,7 @@ impl Store {
     pub async fn advance(&self, lease: &Lease, step: u32) -> Result<(), WriteError> {
         let updated = sqlx::query!(
             "UPDATE sessions SET next_step = $2 + 1, lease_owner = NULL, lease_until = NULL,
-                 version = version + 1, updated_at = now()
+                 step_attempts = 0, version = version + 1, updated_at = now()
              WHERE id = $1 AND next_step = $2 AND fence = $3
                AND status IN ('pending', 'running', 'awaiting_approval')",
             lease.session_id,
@@ -134,29 +156,31 @@ impl Store {
         Ok(())
     }
 
-    /// The step's tool needs a human: wait for one until `expires_at`, without the lease; the
-    /// tool's `details` are kept with the step for the approver.
+    /// The step's turn needs a human: wait for one until `expires_at`, without the lease; what
+    /// the approver must see of each call (`reviews`, one per call) is kept with the step.
     pub async fn await_approval(
         &self,
         lease: &Lease,
         step: u32,
         expires_at: DateTime<Utc>,
-        details: Option<&serde_json::Value>,
+        reviews: &[CallReview],
     ) -> Result<(), WriteError> {
+        let reviews = pg_safe::to_json(reviews).map_err(|e| sqlx::Error::Encode(e.into()))?;
         sqlx::query!(
             "UPDATE steps SET approval_details = $3
              WHERE session_id = $1 AND step_index = $2
                AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $4)",
             lease.session_id,
             step as i32,
-            details.map(sqlx::types::Json) as _,
+            Some(sqlx::types::Json(reviews)) as _,
             lease.fence,
         )
         .execute(&self.pg)
         .await?;
         let updated = sqlx::query!(
             "UPDATE sessions SET status = 'awaiting_approval', approval_expires_at = $3,
-                 lease_owner = NULL, lease_until = NULL, version = version + 1, updated_at = now()
+                 lease_owner = NULL, lease_until = NULL, step_attempts = 0,
+                 version = version + 1, updated_at = now()
              WHERE id = $1 AND fence = $2 AND status IN ('pending', 'running')",
             lease.session_id,
             lease.fence,
@@ -181,6 +205,7 @@ impl Store {
         approved: bool,
         reason: Option<&str>,
     ) -> sqlx::Result<ApprovalOutcome> {
+        let reason = pg_safe::opt_text(reason);
         let mut tx = self.pg.begin().await?;
         let row = sqlx::query!(
             r#"SELECT org_id, status, next_step,
@@ -215,7 +240,7 @@ impl Store {
             id,
             step as i32,
             if approved { "approved" } else { "rejected" },
-            reason,
+            reason.as_deref(),
             who.key_id,
         )
         .execute(&mut *tx)
