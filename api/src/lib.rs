@@ -8,8 +8,8 @@ pub mod routes;
 use std::sync::Arc;
 
 use agentq_shared::config::ApiConfig;
-use agentq_shared::queue::{self, QueueSettings, StepStorage};
-use agentq_shared::store::{self, Store};
+use agentq_shared::queue::{QueueSettings, StepQueue};
+use agentq_shared::store::Store;
 use agentq_shared::tools::{ToolDefinition, builtin_definitions};
 use anyhow::Context as _;
 use axum::Router;
@@ -23,7 +23,7 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub queue: StepStorage,
+    pub queue: StepQueue,
     pub tools: Arc<Vec<ToolDefinition>>,
     pub config: Arc<ApiConfig>,
 }
@@ -31,12 +31,13 @@ pub struct AppState {
 impl AppState {
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
         let store = Store::connect(&config.store).await?;
-        store::migrate(&store.pg).await?;
-        let queue = queue::storage(
-            store.redis.clone(),
-            store.redis_prefix(),
+        store.migrate().await?;
+        let queue = StepQueue::connect(
+            &config.store.redis_url,
+            &config.store.redis_prefix,
             &QueueSettings::default(),
-        );
+        )
+        .await?;
         Ok(Self {
             tools: Arc::new(builtin_definitions(&config.tools)),
             config: Arc::new(config),

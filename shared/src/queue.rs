@@ -1,13 +1,16 @@
-//! The queue contract between API and workers: one job type, `StepJob`, on an apalis-redis queue.
+//! The step queue: one job type, `StepJob`, on an apalis-redis queue, behind [`StepQueue`], the
+//! one place that makes job ids.
 //!
-//! The queue is only a wake-up signal: delivery is at least once, so every effect of a job is keyed
-//! by `(session_id, step)` in Postgres. A job's task id is derived from that key, and apalis-redis
-//! drops a push whose id it already holds, so the normal path never queues the same step twice.
+//! The queue is only a wake-up signal: delivery is at least once, so every effect of a job is
+//! keyed by `(session_id, step)` in the store. apalis-redis silently skips a push whose id it
+//! still holds (FIELD_NOTES): the normal push's id is derived from `(session, step)`, so the
+//! same step is never queued twice that way; a resume after approval and a repair by the
+//! reconciler need ids of their own, or the skip would swallow them.
 
 use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
-use apalis_redis::{ConnectionManager, RedisStorage};
+use apalis_redis::RedisStorage;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,14 +21,28 @@ pub struct StepJob {
     pub step: u32,
 }
 
-impl StepJob {
-    /// The id of the normal push of this step.
-    pub fn task_id(&self) -> TaskId {
-        TaskId::from_string(format!("{}:{}", self.session_id, self.step))
-    }
+/// Why a step is pushed; it decides the job's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// The next step (or the first): `{session}:{step}`.
+    Next,
+    /// The step again, after a human decided on its calls: `{session}:{step}:approval`.
+    Resume,
+    /// The step again, by the reconciler, which bumped the session's fence to `fence`:
+    /// `{session}:{step}:r{fence}`.
+    Repair { fence: i64 },
 }
 
-pub type StepStorage = RedisStorage<StepJob>;
+impl Push {
+    fn task_id(self, job: StepJob) -> TaskId {
+        let StepJob { session_id, step } = job;
+        TaskId::from_string(match self {
+            Push::Next => format!("{session_id}:{step}"),
+            Push::Resume => format!("{session_id}:{step}:approval"),
+            Push::Repair { fence } => format!("{session_id}:{step}:r{fence}"),
+        })
+    }
+}
 
 /// Liveness settings of the Redis queue (FIELD_NOTES: the defaults recover orphans after 5 min).
 #[derive(Debug, Clone)]
@@ -43,22 +60,6 @@ impl Default for QueueSettings {
     }
 }
 
-pub fn queue_name(redis_prefix: &str) -> String {
-    format!("{redis_prefix}:steps")
-}
-
-pub fn storage(
-    conn: ConnectionManager,
-    redis_prefix: &str,
-    settings: &QueueSettings,
-) -> StepStorage {
-    let config = apalis_redis::Config::default()
-        .queue(queue_name(redis_prefix))
-        .heartbeat_interval(settings.heartbeat_interval)
-        .missed_heartbeats(settings.missed_heartbeats);
-    RedisStorage::new(conn).with_config(config)
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("cannot enqueue step {step} of session {session_id}: {message}")]
 pub struct EnqueueError {
@@ -67,25 +68,83 @@ pub struct EnqueueError {
     pub message: String,
 }
 
-/// Pushes the job with its `(session, step)` id; a push of an id still held is a no-op.
-pub async fn enqueue(storage: &StepStorage, job: StepJob) -> Result<(), EnqueueError> {
-    enqueue_as(storage, job, job.task_id()).await
+/// The step queue.
+#[derive(Clone)]
+pub struct StepQueue {
+    storage: RedisStorage<StepJob>,
+    name: String,
 }
 
-/// Pushes the job under another id: a repair (`…:r{fence}`) or a resume after approval, which
-/// must not be swallowed by the normal push's id that apalis-redis still holds.
-pub async fn enqueue_as(
-    storage: &StepStorage,
-    job: StepJob,
-    task_id: TaskId,
-) -> Result<(), EnqueueError> {
-    let mut storage = storage.clone();
-    storage
-        .push_task(TaskBuilder::new(job).task_id(task_id).build())
-        .await
-        .map_err(|e| EnqueueError {
-            session_id: job.session_id,
-            step: job.step,
-            message: e.to_string(),
+impl StepQueue {
+    /// The queue `{prefix}:steps` on the Redis at `redis_url`, on a connection of its own.
+    pub async fn connect(
+        redis_url: &str,
+        prefix: &str,
+        settings: &QueueSettings,
+    ) -> anyhow::Result<Self> {
+        let conn = crate::store::connect_redis(redis_url).await?;
+        let name = Self::name_for(prefix);
+        let config = apalis_redis::Config::default()
+            .queue(name.clone())
+            .heartbeat_interval(settings.heartbeat_interval)
+            .missed_heartbeats(settings.missed_heartbeats);
+        Ok(Self {
+            storage: RedisStorage::new(conn).with_config(config),
+            name,
         })
+    }
+
+    /// The queue's name for a Redis key prefix.
+    pub fn name_for(prefix: &str) -> String {
+        format!("{prefix}:steps")
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Pushes the job with the id its purpose gives it.
+    pub async fn push(&self, job: StepJob, why: Push) -> Result<(), EnqueueError> {
+        let mut storage = self.storage.clone();
+        storage
+            .push_task(TaskBuilder::new(job).task_id(why.task_id(job)).build())
+            .await
+            .map_err(|e| EnqueueError {
+                session_id: job.session_id,
+                step: job.step,
+                message: e.to_string(),
+            })
+    }
+
+    /// The storage a worker process polls (it should poll on an interval: apalis-redis's own
+    /// pub/sub does not wake workers, FIELD_NOTES).
+    pub fn worker_backend(&self) -> RedisStorage<StepJob> {
+        self.storage.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_purpose_has_its_own_id() {
+        let job = StepJob {
+            session_id: Uuid::nil(),
+            step: 3,
+        };
+        let ids: Vec<String> = [Push::Next, Push::Resume, Push::Repair { fence: 7 }]
+            .into_iter()
+            .map(|why| why.task_id(job).to_string())
+            .collect();
+        let nil = Uuid::nil();
+        assert_eq!(
+            ids,
+            vec![
+                format!("{nil}:3"),
+                format!("{nil}:3:approval"),
+                format!("{nil}:3:r7")
+            ]
+        );
+    }
 }

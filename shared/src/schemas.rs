@@ -201,8 +201,94 @@ pub struct Totals {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionError {
-    pub code: String,
+    pub code: FailureCode,
     pub message: String,
+}
+
+/// Why a session failed: `error.code`, a stable machine-readable string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    /// The agent used all `max_steps` without a final answer.
+    MaxStepsExceeded,
+    /// The session ran past its deadline (`AGENTQ_SESSION_DEADLINE_SECS`).
+    DeadlineExceeded,
+    /// No one approved or rejected the pending tool calls in time.
+    ApprovalExpired,
+    /// The provider refused the request for good (a 4xx other than 429, or retries ran out).
+    LlmError,
+    /// LLM calls kept timing out.
+    LlmTimeout,
+    /// The model's answer could not be used, even after a repair turn.
+    InvalidModelOutput,
+    /// The model's answer was cut at max_tokens, even after a repair turn.
+    MaxTokens,
+    /// The model refused.
+    Refusal,
+    /// The session spent its `max_tokens` or `max_cost_usd`.
+    BudgetExceeded,
+    /// A step failed on every one of its deliveries (`AGENTQ_STEP_MAX_ATTEMPTS`).
+    StepRetriesExhausted,
+    /// A code this version does not know (written by a newer one).
+    #[serde(other)]
+    Unknown,
+}
+
+impl FailureCode {
+    pub const ALL: [FailureCode; 10] = [
+        Self::MaxStepsExceeded,
+        Self::DeadlineExceeded,
+        Self::ApprovalExpired,
+        Self::LlmError,
+        Self::LlmTimeout,
+        Self::InvalidModelOutput,
+        Self::MaxTokens,
+        Self::Refusal,
+        Self::BudgetExceeded,
+        Self::StepRetriesExhausted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxStepsExceeded => "max_steps_exceeded",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::ApprovalExpired => "approval_expired",
+            Self::LlmError => "llm_error",
+            Self::LlmTimeout => "llm_timeout",
+            Self::InvalidModelOutput => "invalid_model_output",
+            Self::MaxTokens => "max_tokens",
+            Self::Refusal => "refusal",
+            Self::BudgetExceeded => "budget_exceeded",
+            Self::StepRetriesExhausted => "step_retries_exhausted",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// The code stored as `s` (`Unknown` for one this version does not know).
+    pub fn parse(s: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|code| code.as_str() == s)
+            .unwrap_or(Self::Unknown)
+    }
+}
+
+impl std::fmt::Display for FailureCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for FailureCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for FailureCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -551,6 +637,19 @@ mod tests {
         let mut too_many = run(vec![msg("user", "a")]);
         too_many.max_steps = Some(51);
         assert_eq!(fields(too_many), vec!["max_steps"]);
+    }
+
+    #[test]
+    fn failure_codes_are_todays_strings() {
+        for code in FailureCode::ALL {
+            assert_eq!(FailureCode::parse(code.as_str()), code);
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
+        let unknown: FailureCode = serde_json::from_str("\"from_the_future\"").unwrap();
+        assert_eq!(unknown, FailureCode::Unknown);
     }
 
     #[test]

@@ -1,10 +1,7 @@
 //! agentq-worker: apalis workers that pop `StepJob`s from Redis and run the step protocol
-//! (`step.rs`). Scale by running more processes; any of them can die at any moment.
+//! (`step/`). Scale by running more processes; any of them can die at any moment.
 
-mod decide;
-mod guard;
 pub mod llm;
-mod llm_call;
 pub mod prompt;
 pub mod reconciler;
 pub mod step;
@@ -14,8 +11,8 @@ use std::sync::Arc;
 
 use agentq_shared::config::{LlmProvider, WorkerConfig};
 use agentq_shared::pricing::PricingTable;
-use agentq_shared::queue::{self, QueueSettings, StepStorage};
-use agentq_shared::store::{self, Store};
+use agentq_shared::queue::{QueueSettings, StepQueue};
+use agentq_shared::store::Store;
 use agentq_shared::tools::ToolRegistry;
 use anyhow::Context as _;
 use apalis::prelude::*;
@@ -28,7 +25,7 @@ use crate::llm::openai::OpenAiClient;
 pub struct Context {
     pub store: Store,
     /// For pushing the next step.
-    pub queue: StepStorage,
+    pub queue: StepQueue,
     pub tools: ToolRegistry,
     pub llm: Arc<dyn LlmClient>,
     pub pricing: PricingTable,
@@ -40,12 +37,16 @@ pub struct Context {
 impl Context {
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
         let store = Store::connect(&config.store).await?;
-        let queue_conn = store::connect_redis(&config.store.redis_url).await?;
         let settings = QueueSettings {
             heartbeat_interval: config.durability.heartbeat,
             missed_heartbeats: config.durability.missed_heartbeats,
         };
-        let queue = queue::storage(queue_conn, store.redis_prefix(), &settings);
+        let queue = StepQueue::connect(
+            &config.store.redis_url,
+            &config.store.redis_prefix,
+            &settings,
+        )
+        .await?;
         let pricing_file = std::env::var("AGENTQ_PRICING_FILE").ok();
         Ok(Self {
             tools: tools::registry(&config.tools)?,
@@ -79,7 +80,7 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     tokio::spawn(reconciler::run(ctx.clone()));
     tracing::info!(
         worker = %instance,
-        queue = %queue::queue_name(ctx.store.redis_prefix()),
+        queue = %ctx.queue.name(),
         tools = ?ctx.tools.names(),
         llm = ?ctx.config.llm.provider,
         anthropic_base_url = %ctx.config.llm.base_url,
@@ -91,7 +92,7 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     Monitor::new()
         .register(move |run| {
             WorkerBuilder::new(format!("{instance}-{run}"))
-                .backend(ctx.queue.clone().poll_with_interval(poll_interval))
+                .backend(ctx.queue.worker_backend().poll_with_interval(poll_interval))
                 .data(ctx.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)

@@ -6,7 +6,7 @@
 //! Long observations are clipped in the prompt (the step keeps the full text).
 
 use agentq_shared::schemas::{ReactMode, Role, ToolCall, ValidatedRun};
-use agentq_shared::store::StepRow;
+use agentq_shared::store::StepRecord;
 use agentq_shared::tools::ToolDefinition;
 use serde_json::{Value, json};
 
@@ -34,7 +34,7 @@ pub struct PromptSettings {
 
 pub fn build(
     run: &ValidatedRun,
-    history: &[StepRow],
+    history: &[&StepRecord],
     tools: &[&ToolDefinition],
     settings: &PromptSettings,
 ) -> LlmRequest {
@@ -56,11 +56,9 @@ pub fn build(
     }
     for row in history {
         if json_mode {
-            messages
-                .push(json!({"role": "assistant", "content": content_text(&row.llm_content.0)}));
+            messages.push(json!({"role": "assistant", "content": content_text(&row.llm_content)}));
             let observed: Vec<String> = row
                 .observations
-                .0
                 .iter()
                 .map(|o| observation_text(o, settings))
                 .collect();
@@ -68,7 +66,7 @@ pub fn build(
                 json!({"role": "user", "content": format!("Observation: {}", observed.join("\n"))}),
             );
         } else {
-            messages.push(json!({"role": "assistant", "content": row.llm_content.0}));
+            messages.push(json!({"role": "assistant", "content": row.llm_content}));
             let results = tool_results(row, settings);
             if !results.is_empty() {
                 messages.push(json!({"role": "user", "content": results}));
@@ -107,11 +105,11 @@ fn json_system(tools: &[&ToolDefinition]) -> String {
 }
 
 /// One `tool_result` per `tool_use` block of the step, in order, each with its call's result.
-fn tool_results(row: &StepRow, settings: &PromptSettings) -> Vec<Value> {
-    tool_use_ids(&row.llm_content.0)
+fn tool_results(row: &StepRecord, settings: &PromptSettings) -> Vec<Value> {
+    tool_use_ids(&row.llm_content)
         .into_iter()
         .enumerate()
-        .map(|(i, id)| match row.observations.0.get(i) {
+        .map(|(i, id)| match row.observations.get(i) {
             Some(observation) => json!({
                 "type": "tool_result",
                 "tool_use_id": id,

@@ -1,6 +1,5 @@
 use agentq_shared::schemas::Message;
 use pretty_assertions::assert_eq;
-use sqlx::types::Json;
 
 use super::*;
 
@@ -32,19 +31,21 @@ fn run(mode: ReactMode) -> ValidatedRun {
     }
 }
 
-fn step(content: Value, observations: Vec<Value>) -> StepRow {
-    StepRow {
-        step_index: 0,
+fn step(content: Value, observations: Vec<Value>) -> StepRecord {
+    StepRecord {
+        index: 0,
         thought: None,
-        llm_content: Json(content),
-        actions: Json(vec![]),
+        llm_content: content,
+        actions: vec![],
         is_final: false,
         final_answer: None,
-        observations: Json(observations),
+        observations,
         calls_started: 0,
-        finished_at: None,
+        invalid_output: None,
+        reviews: None,
         approval: None,
-        approval_reason: None,
+        started_at: chrono::Utc::now(),
+        finished_at: None,
     }
 }
 
@@ -62,7 +63,7 @@ fn every_tool_use_gets_its_result_in_order_and_long_ones_are_clipped() {
     let long = "x".repeat(100);
     let request = build(
         &run(ReactMode::Native),
-        &[step(turn.clone(), vec![ok("a"), ok(&long)])],
+        &[&step(turn.clone(), vec![ok("a"), ok(&long)])],
         &[],
         &settings(),
     );
@@ -94,7 +95,7 @@ fn json_mode_replays_text_turns_and_observations() {
     let raw = r#"{"thought": "look", "action": {"tool": "echo", "args": {"text": "a"}}, "is_final": false}"#;
     let request = build(
         &run(ReactMode::Json),
-        &[step(json!([{"type": "text", "text": raw}]), vec![ok("a")])],
+        &[&step(json!([{"type": "text", "text": raw}]), vec![ok("a")])],
         &[],
         &settings(),
     );

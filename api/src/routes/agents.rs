@@ -1,13 +1,15 @@
-//! Agent sessions: start one, read it, cancel it. The API never calls an LLM or runs a tool: it
-//! writes the session row, enqueues step 0 and reads what workers write.
+//! Agent sessions: start one, read it, cancel it, decide its approvals. The API never calls an
+//! LLM or runs a tool: it writes the session, enqueues step 0 and reads what workers write.
 
-use agentq_shared::queue::{self, StepJob};
+use agentq_shared::queue::{Push, StepJob};
 use agentq_shared::schemas::{
-    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, NUL_MESSAGE, RunDefaults,
-    SessionStatus,
+    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, FieldError, NUL_MESSAGE,
+    RunDefaults, SessionStatus,
 };
-use agentq_shared::store::{ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, sha256_hex};
-use apalis::prelude::TaskId;
+use agentq_shared::store::{
+    ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, NewSession,
+    sha256_hex,
+};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -21,6 +23,7 @@ use crate::error::{ApiError, json_rejection};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+const MAX_REASON: usize = 2000;
 
 /// The `Idempotency-Key` header with the hash of the request it came with.
 fn idempotency_key(
@@ -68,17 +71,20 @@ pub async fn run(
         )
         .map_err(ApiError::Validation)?;
     let id = Uuid::now_v7();
-    let deadline = chrono::Utc::now() + state.config.session_deadline;
-    let created = state
-        .store
-        .insert_session(id, principal.org_id, &run, deadline, idempotency.as_ref())
-        .await?;
-    match created {
+    let model = run.model.clone();
+    let new = NewSession::now(
+        id,
+        principal.org_id,
+        run,
+        state.config.session_deadline,
+        idempotency,
+    );
+    match state.store.create_session(new).await? {
         Created::New => {}
         Created::Existing(existing) => {
             let session = state
                 .store
-                .session_view(existing)
+                .session(existing)
                 .await?
                 .ok_or_else(|| ApiError::not_found("session"))?;
             let response = AgentRunResponse {
@@ -96,20 +102,15 @@ pub async fn run(
             ));
         }
     }
-    state.store.refresh_snapshot(id).await?;
-    if let Err(e) = queue::enqueue(
-        &state.queue,
-        StepJob {
-            session_id: id,
-            step: 0,
-        },
-    )
-    .await
-    {
-        // The session is safe in Postgres: the reconciler enqueues it once Redis answers again.
+    let first = StepJob {
+        session_id: id,
+        step: 0,
+    };
+    if let Err(e) = state.queue.push(first, Push::Next).await {
+        // The session is safe in the store: the reconciler enqueues it once Redis answers again.
         tracing::warn!(session_id = %id, error = %e, "cannot enqueue the first step yet; the reconciler will");
     }
-    tracing::info!(session_id = %id, org_id = %principal.org_id, model = %run.model, "session created");
+    tracing::info!(session_id = %id, org_id = %principal.org_id, %model, "session created");
     let poll_url = format!("/v1/agents/{id}");
     Ok((
         StatusCode::ACCEPTED,
@@ -123,22 +124,16 @@ pub async fn run(
         .into_response())
 }
 
-/// The session re-read from Postgres (and written through to Redis) after a change.
-async fn refreshed(state: &AppState, id: Uuid) -> Result<AgentSession, ApiError> {
-    state
-        .store
-        .refresh_snapshot(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("session"))
+/// A session id from the path; one that doesn't parse is simply not found.
+fn session_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found("session"))
 }
 
 /// A session of another org answers 404, exactly like a missing one.
-async fn owned_session(state: &AppState, org_id: Uuid, id: &str) -> Result<AgentSession, ApiError> {
-    let not_found = || ApiError::not_found("session");
-    let id = Uuid::parse_str(id).map_err(|_| not_found())?;
-    match state.store.session_view(id).await? {
+async fn owned_session(state: &AppState, org_id: Uuid, id: Uuid) -> Result<AgentSession, ApiError> {
+    match state.store.session(id).await? {
         Some(session) if session.org_id == org_id => Ok(session),
-        _ => Err(not_found()),
+        _ => Err(ApiError::not_found("session")),
     }
 }
 
@@ -147,7 +142,8 @@ pub async fn get(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<AgentSession>, ApiError> {
-    Ok(Json(owned_session(&state, principal.org_id, &id).await?))
+    let id = session_id(&id)?;
+    Ok(Json(owned_session(&state, principal.org_id, id).await?))
 }
 
 pub async fn cancel(
@@ -155,21 +151,24 @@ pub async fn cancel(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let session_id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("session"))?;
-    match state
+    let session_id = session_id(&id)?;
+    let (outcome, session) = state
         .store
         .request_cancel(session_id, principal.org_id)
-        .await?
-    {
+        .await?;
+    let session = || {
+        session
+            .clone()
+            .ok_or_else(|| ApiError::not_found("session"))
+    };
+    match outcome {
         CancelOutcome::Requested | CancelOutcome::Cancelled => {
-            tracing::info!(%session_id, "cancel requested");
-            let session = refreshed(&state, session_id).await?;
-            Ok((StatusCode::ACCEPTED, Json(session)))
+            tracing::info!(%session_id, ?outcome, "cancel requested");
+            Ok((StatusCode::ACCEPTED, Json(session()?)))
         }
         // Cancelling twice is fine: the answer is the cancelled session.
         CancelOutcome::AlreadyFinished(SessionStatus::Cancelled) => {
-            let session = owned_session(&state, principal.org_id, &id).await?;
-            Ok((StatusCode::OK, Json(session)))
+            Ok((StatusCode::OK, Json(session()?)))
         }
         CancelOutcome::AlreadyFinished(status) => Err(ApiError::client(
             StatusCode::CONFLICT,
@@ -180,9 +179,7 @@ pub async fn cancel(
     }
 }
 
-const MAX_REASON: usize = 2000;
-
-/// A human approves or rejects the tool call a session waits on; the step is enqueued again.
+/// A human approves or rejects the tool calls a session waits on; the step is enqueued again.
 pub async fn approve(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -196,24 +193,20 @@ pub async fn approve(
         _ => None,
     };
     if let Some(message) = reason_problem {
-        return Err(ApiError::Validation(vec![
-            agentq_shared::schemas::FieldError {
-                field: "reason".into(),
-                message,
-            },
-        ]));
+        return Err(ApiError::Validation(vec![FieldError {
+            field: "reason".into(),
+            message,
+        }]));
     }
-    let session_id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("session"))?;
-    let outcome = state
-        .store
-        .decide_approval(
-            session_id,
-            principal,
-            request.step,
-            request.approved,
-            request.reason.as_deref(),
-        )
-        .await?;
+    let session_id = session_id(&id)?;
+    let decision = ApprovalDecision {
+        session_id,
+        step: request.step,
+        by: principal,
+        approved: request.approved,
+        reason: request.reason,
+    };
+    let (outcome, session) = state.store.decide_approval(&decision).await?;
     match outcome {
         ApprovalOutcome::Recorded => {}
         ApprovalOutcome::NotFound => return Err(ApiError::not_found("session")),
@@ -225,7 +218,6 @@ pub async fn approve(
             ));
         }
         ApprovalOutcome::Expired => {
-            state.store.refresh_snapshot(session_id).await?;
             return Err(ApiError::client(
                 StatusCode::CONFLICT,
                 "approval_expired",
@@ -238,12 +230,10 @@ pub async fn approve(
         session_id,
         step: request.step,
     };
-    // The normal id of this step was used when it first ran; this push needs its own.
-    let task_id = TaskId::from_string(format!("{session_id}:{}:approval", request.step));
-    if let Err(e) = queue::enqueue_as(&state.queue, job, task_id).await {
+    if let Err(e) = state.queue.push(job, Push::Resume).await {
         // The decision is recorded: the reconciler enqueues the step once Redis answers again.
         tracing::warn!(%session_id, error = %e, "cannot enqueue the approved step yet; the reconciler will");
     }
-    let session = refreshed(&state, session_id).await?;
+    let session = session.ok_or_else(|| ApiError::not_found("session"))?;
     Ok((StatusCode::ACCEPTED, Json(session)))
 }

@@ -1,4 +1,4 @@
-use agentq_shared::store;
+use agentq_shared::store::Store;
 use anyhow::Context;
 
 use crate::args::Admin;
@@ -11,15 +11,13 @@ fn database_url() -> anyhow::Result<String> {
 }
 
 pub async fn run(command: Admin) -> anyhow::Result<()> {
-    let pg = store::connect_postgres(&database_url()?).await?;
+    let store = Store::connect_durable(&database_url()?).await?;
+    store.migrate().await?;
     match command {
-        Admin::Migrate => {
-            store::migrate(&pg).await?;
-            println!("migrations applied");
-        }
+        Admin::Migrate => println!("migrations applied"),
         Admin::CreateKey { org } => {
             anyhow::ensure!(!org.trim().is_empty(), "--org must not be empty");
-            let (principal, key) = create_key(pg, &org).await?;
+            let (principal, key) = store.create_api_key(&org).await?;
             println!(
                 "created key {} for org {org} ({})",
                 principal.key_id, principal.org_id
@@ -28,9 +26,4 @@ pub async fn run(command: Admin) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn create_key(pg: sqlx::PgPool, org: &str) -> anyhow::Result<(store::Principal, String)> {
-    store::migrate(&pg).await?;
-    Ok(store::create_api_key(&pg, org).await?)
 }

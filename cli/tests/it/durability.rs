@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use agentq_cli::stand_in::Turn;
 use agentq_shared::queue::StepJob;
 use agentq_shared::schemas::SessionStatus;
-use agentq_shared::store::{Decision, LeaseLost, WriteError};
+use agentq_shared::store::{Begin, Decision, StepRun, StoreError};
 use pretty_assertions::assert_eq;
 use reqwest::Method;
 use serde_json::json;
@@ -86,18 +86,16 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
     let id = env.run(&key, "marker-fence: hi", json!({})).await;
     let ctx = env.worker_context().await;
     let ttl = Duration::from_secs(30);
-    let stale = ctx
-        .store
-        .take_lease(id, "stale", ttl)
-        .await
-        .unwrap()
-        .expect("free lease");
+    let leased = |begun: Begin| -> Option<StepRun> {
+        match begun {
+            Begin::Leased(run) => Some(*run),
+            _ => None,
+        }
+    };
+    let mut stale =
+        leased(ctx.store.begin_step(id, 0, "stale", ttl).await.unwrap()).expect("free lease");
     assert!(
-        ctx.store
-            .take_lease(id, "other", ttl)
-            .await
-            .unwrap()
-            .is_none(),
+        leased(ctx.store.begin_step(id, 0, "other", ttl).await.unwrap()).is_none(),
         "a live lease is exclusive"
     );
     // The stale holder pauses past its lease; a successor takes over.
@@ -106,13 +104,9 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
         .execute(&env.pg)
         .await
         .unwrap();
-    let successor = ctx
-        .store
-        .take_lease(id, "successor", ttl)
-        .await
-        .unwrap()
+    let mut successor = leased(ctx.store.begin_step(id, 0, "successor", ttl).await.unwrap())
         .expect("expired lease");
-    assert!(successor.fence > stale.fence);
+    assert!(successor.lease.fence > stale.lease.fence);
     let decision = Decision {
         thought: None,
         llm_content: json!([{"type": "text", "text": "late"}]),
@@ -124,21 +118,21 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
     };
     let refused = ctx
         .store
-        .insert_decision(&stale, 0, &decision)
+        .record_decision(&mut stale, None, &decision, None)
         .await
         .unwrap_err();
-    assert!(matches!(refused, WriteError::LeaseLost(LeaseLost(lost)) if lost == id));
-    assert!(!ctx.store.renew_lease(&stale, ttl).await.unwrap());
+    assert!(matches!(refused, StoreError::LeaseLost(lost) if lost == id));
+    assert!(!ctx.store.renew_lease(&stale.lease, ttl).await.unwrap());
     assert!(matches!(
-        ctx.store.advance(&stale, 0).await,
-        Err(WriteError::LeaseLost(_))
+        ctx.store.advance(&mut stale).await,
+        Err(StoreError::LeaseLost(_))
     ));
     assert_eq!(
         count(&env, "SELECT count(*) FROM steps WHERE session_id = $1", id).await,
         0
     );
     ctx.store
-        .insert_decision(&successor, 0, &decision)
+        .record_decision(&mut successor, None, &decision, None)
         .await
         .unwrap();
 }

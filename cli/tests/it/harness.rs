@@ -50,6 +50,8 @@ pub struct TestEnv {
     pub api_url: String,
     pub http: reqwest::Client,
     pub pg: sqlx::PgPool,
+    /// The store on the test's database (no hot copy), for keys.
+    pub store: agentq_shared::store::Store,
     env: Vec<(String, String)>,
     children: Vec<Child>,
 }
@@ -111,12 +113,14 @@ impl TestEnv {
             ("AGENTQ_MAX_BODY_BYTES".into(), "16384".into()),
             ("RUST_LOG".into(), "info".into()),
         ];
-        let pg = agentq_shared::store::connect_postgres(&database_url)
+        // The test's own view of the database, to check what the processes wrote.
+        let pg = sqlx::PgPool::connect(&database_url)
             .await
             .expect("test database");
-        agentq_shared::store::migrate(&pg)
+        let store = agentq_shared::store::Store::connect_durable(&database_url)
             .await
-            .expect("migrations apply");
+            .expect("test database");
+        store.migrate().await.expect("migrations apply");
         Self {
             llm,
             database,
@@ -124,6 +128,7 @@ impl TestEnv {
             api_url,
             http: reqwest::Client::new(),
             pg,
+            store,
             env,
             children: Vec::new(),
         }
@@ -146,6 +151,23 @@ impl TestEnv {
     pub fn set(&mut self, var: &str, value: &str) {
         self.env.retain(|(k, _)| k != var);
         self.env.push((var.to_owned(), value.to_owned()));
+    }
+
+    /// The API's state in this process, configured like the API binary, and the address it
+    /// serves on (a port of its own, not `api_url`).
+    pub async fn api_in_process(&self) -> (agentq_api::AppState, String) {
+        let env = agentq_shared::config::Env::from_pairs(&self.env);
+        let config = agentq_shared::config::ApiConfig::from_env(&env).expect("api config");
+        let state = agentq_api::AppState::build(config)
+            .await
+            .expect("api state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("address");
+        let app = agentq_api::app(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (state, format!("http://{address}"))
     }
 
     /// A worker's context in this process, configured like the worker binaries.
@@ -237,10 +259,7 @@ impl TestEnv {
 
     /// A new API key for `org` (created if new).
     pub async fn key(&self, org: &str) -> String {
-        agentq_shared::store::create_api_key(&self.pg, org)
-            .await
-            .expect("create key")
-            .1
+        self.store.create_api_key(org).await.expect("create key").1
     }
 
     pub async fn request(

@@ -114,6 +114,20 @@ pub struct StoreConfig {
     /// Prefix of every Redis key (snapshots, flags, the queue), so deployments can share a Redis.
     pub redis_prefix: String,
     pub snapshot_ttl: Duration,
+    /// Postgres connections per process (`AGENTQ_PG_POOL`): a few per core serve best; many
+    /// active connections slow Postgres down on a small machine.
+    pub pg_pool_size: u32,
+    /// Where polls and cancel checks are served from (`AGENTQ_HOT_COPY`).
+    pub hot_copy: HotCopyMode,
+    /// How long a verified API key is remembered (`AGENTQ_AUTH_CACHE_SECS`; 0 turns it off).
+    pub auth_cache_ttl: Duration,
+}
+
+/// The hot copy of sessions: Redis, or none (every poll reads Postgres).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HotCopyMode {
+    Redis,
+    None,
 }
 
 impl StoreConfig {
@@ -138,11 +152,25 @@ impl StoreConfig {
         let redis_prefix = env
             .raw("AGENTQ_REDIS_PREFIX")
             .unwrap_or_else(|| "agentq".into());
+        let hot_copy = match env.raw("AGENTQ_HOT_COPY").as_deref().map(str::trim) {
+            None | Some("redis") => HotCopyMode::Redis,
+            Some("none") => HotCopyMode::None,
+            Some(other) => {
+                return Err(ConfigError::Malformed {
+                    var: "AGENTQ_HOT_COPY",
+                    value: other.to_owned(),
+                    expected: "redis or none",
+                });
+            }
+        };
         Ok(Self {
             database_url,
             redis_url,
             redis_prefix,
             snapshot_ttl: env.secs("AGENTQ_SNAPSHOT_TTL_SECS", 3600)?,
+            pg_pool_size: env.parsed("AGENTQ_PG_POOL", 8, "a number of connections")?,
+            hot_copy,
+            auth_cache_ttl: env.secs("AGENTQ_AUTH_CACHE_SECS", 30)?,
         })
     }
 }

@@ -1,98 +1,207 @@
-//! State. Postgres is the truth: orgs, hashed API keys, sessions, steps keyed
-//! `(session_id, step_index)` and the `llm_calls` cost ledger. Redis holds copies for speed: a
-//! write-through session snapshot (1 h TTL) and the cancel flag. Losing Redis loses nothing but
-//! speed: every read falls back to Postgres.
+//! State, behind one seam. The API and the worker speak to [`Store`] in domain terms (create a
+//! session, begin a step, record a decision, end a session, ...) and never see a database or a
+//! cache:
+//!
+//! - the **durable store** ([`Durable`], Postgres in `postgres/`) is the truth: orgs, hashed API
+//!   keys, sessions, steps keyed `(session_id, step_index)`, the `llm_calls` cost ledger;
+//! - the **hot copy** ([`HotCopy`], Redis in `redis.rs`, or [`NoHotCopy`]) is speed: the snapshot
+//!   a poll reads, the cancel flag, the per-session change channel. Losing it loses only speed.
+//!
+//! The store owns the hot copy: every transition that changes what a poll shows writes the new
+//! snapshot itself, from the state it has in hand (the worker's [`StepRun`], or the snapshot
+//! brought up to the transition's new session fields). No caller refreshes anything. Each
+//! operation counts its round trips and commands ([`Counters`]).
 
-mod keys;
-mod lease;
-mod ledger;
+mod auth;
+mod counters;
+mod durable;
+mod error;
+mod hot;
+mod model;
 pub mod pg_safe;
+mod postgres;
 mod reconcile;
+mod redis;
 mod sessions;
-mod snapshot;
 mod steps;
-mod transitions;
+pub mod view;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use apalis_redis::ConnectionManager;
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use anyhow::Context as _;
+use uuid::Uuid;
 
-pub use keys::{Principal, create_api_key, sha256_hex};
-pub use lease::{Lease, LeaseLost};
-pub use ledger::LlmCallRecord;
-pub use reconcile::Repair;
-pub use sessions::{Created, IdempotencyKey, SessionRow};
-pub use steps::{Decision, StepRow};
-pub use transitions::{ApprovalOutcome, CancelOutcome};
+pub use counters::{Count, Counters};
+pub use durable::{Durable, Leadership};
+pub use error::{StoreError, StoreResult};
+pub use hot::{HotCopy, NoHotCopy};
+pub use model::{
+    ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending, Head,
+    IdempotencyKey, Lease, LlmCallRecord, NewSession, Principal, Repair, SessionRecord,
+    SessionState, Spend, StepRecord, StepRun,
+};
+pub use postgres::MIGRATOR;
+pub use redis::RedisHotCopy;
+pub use sessions::sha256_hex;
 
-use crate::config::StoreConfig;
-
-/// A step write that did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error(transparent)]
-    LeaseLost(#[from] LeaseLost),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+use crate::config::{HotCopyMode, StoreConfig};
+use crate::schemas::AgentSession;
 
 #[derive(Clone)]
 pub struct Store {
-    pub pg: PgPool,
-    pub redis: ConnectionManager,
-    prefix: String,
-    snapshot_ttl: Duration,
+    durable: Arc<dyn Durable>,
+    hot: Arc<dyn HotCopy>,
+    keys: Arc<auth::KeyCache>,
+    counters: Arc<Counters>,
+}
+
+/// Whether each part of the store answers (for `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub durable: Result<(), String>,
+    pub hot: Result<(), String>,
 }
 
 impl Store {
+    /// Connects to Postgres and (unless `AGENTQ_HOT_COPY=none`) Redis, with errors that say
+    /// which one is missing and how to start it.
     pub async fn connect(config: &StoreConfig) -> anyhow::Result<Self> {
-        let pg = connect_postgres(&config.database_url).await?;
-        let redis = connect_redis(&config.redis_url).await?;
-        Ok(Self::new(pg, redis, config))
+        let counters = Arc::new(Counters::default());
+        let durable = postgres::PgDurable::connect(
+            &config.database_url,
+            config.pg_pool_size,
+            counters.clone(),
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to Postgres at DATABASE_URL ({}): {e}; is it running? \
+                         deploy/ensure-services.sh starts one",
+                redact(&config.database_url)
+            )
+        })?;
+        let hot: Arc<dyn HotCopy> = match config.hot_copy {
+            HotCopyMode::Redis => Arc::new(RedisHotCopy::new(
+                connect_redis(&config.redis_url).await?,
+                &config.redis_prefix,
+                config.snapshot_ttl,
+                counters.clone(),
+            )),
+            HotCopyMode::None => Arc::new(NoHotCopy),
+        };
+        Ok(Self::new(
+            Arc::new(durable),
+            hot,
+            config.auth_cache_ttl,
+            counters,
+        ))
     }
 
-    pub fn new(pg: PgPool, redis: ConnectionManager, config: &StoreConfig) -> Self {
+    /// The durable store alone, for admin commands (no hot copy: nothing to keep warm).
+    pub async fn connect_durable(database_url: &str) -> anyhow::Result<Self> {
+        let counters = Arc::new(Counters::default());
+        let durable = postgres::PgDurable::connect(database_url, 2, counters.clone())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to Postgres at DATABASE_URL ({}): {e}; is it running? \
+                     deploy/ensure-services.sh starts one",
+                    redact(database_url)
+                )
+            })?;
+        Ok(Self::new(
+            Arc::new(durable),
+            Arc::new(NoHotCopy),
+            Duration::ZERO,
+            counters,
+        ))
+    }
+
+    /// A store over any durable store and hot copy.
+    pub fn new(
+        durable: Arc<dyn Durable>,
+        hot: Arc<dyn HotCopy>,
+        auth_cache_ttl: Duration,
+        counters: Arc<Counters>,
+    ) -> Self {
         Self {
-            pg,
-            redis,
-            prefix: config.redis_prefix.clone(),
-            snapshot_ttl: config.snapshot_ttl,
+            durable,
+            hot,
+            keys: Arc::new(auth::KeyCache::new(auth_cache_ttl)),
+            counters,
         }
     }
 
-    pub fn redis_prefix(&self) -> &str {
-        &self.prefix
+    /// Round trips and commands made so far, in total and per operation.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
-    fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
-        format!("{}:{kind}:{id}", self.prefix)
+    /// Applies every pending migration in `migrations/`.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        self.durable.migrate().await
+    }
+
+    /// Whether the durable store and the hot copy answer.
+    pub async fn readiness(&self) -> Readiness {
+        let (durable, hot) = tokio::join!(self.durable.ping(), self.hot.ping());
+        Readiness {
+            durable: durable.map_err(|e| e.to_string()),
+            hot,
+        }
+    }
+
+    /// Writes a snapshot built from the state in hand; returns whether the cancel flag is up,
+    /// as far as the hot copy knows.
+    async fn publish(&self, state: &SessionState) -> bool {
+        self.hot.put(&view::session(state)).await == Some(true)
+    }
+
+    /// Brings the snapshot up to a transition that changed only the session's own fields. The
+    /// held snapshot is patched when it is the version just before; otherwise (missing, or a
+    /// change in between it has not seen) the session is read whole from the durable store.
+    async fn catch_up(&self, head: &Head, patch: impl FnOnce(&mut AgentSession)) {
+        match self.hot.snapshot(head.id).await {
+            Some(mut session) if session.version + 1 == head.version => {
+                view::apply_head(&mut session, head);
+                patch(&mut session);
+                self.hot.put(&session).await;
+            }
+            Some(session) if session.version >= head.version => {}
+            None if !self.hot.enabled() => {}
+            _ => match self.durable.load(head.id).await {
+                Ok(Some(state)) => {
+                    self.publish(&state).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(session_id = %head.id, error = %e, "cannot refresh the snapshot")
+                }
+            },
+        }
+    }
+
+    /// The cancel check of a running step: the hot copy's flag, or the durable store's when the
+    /// hot copy doesn't know.
+    pub async fn cancel_flagged(&self, id: Uuid) -> StoreResult<bool> {
+        match self.hot.cancel_flagged(id).await {
+            Some(flagged) => Ok(flagged),
+            None => self.durable.cancel_requested(id).await,
+        }
+    }
+
+    /// The cancel flag as the durable store has it (the truth).
+    pub async fn cancel_requested(&self, id: Uuid) -> StoreResult<bool> {
+        self.durable.cancel_requested(id).await
     }
 }
 
-pub async fn connect_postgres(url: &str) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to Postgres at DATABASE_URL ({}); is it running? \
-                 deploy/ensure-services.sh starts one",
-                redact(url)
-            )
-        })
-}
-
-pub async fn connect_redis(url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url)
+/// A Redis connection that reconnects by itself, with short timeouts.
+pub async fn connect_redis(url: &str) -> anyhow::Result<::redis::aio::ConnectionManager> {
+    let client = ::redis::Client::open(url)
         .with_context(|| format!("REDIS_URL ({}) is not a valid Redis URL", redact(url)))?;
-    let config = redis::aio::ConnectionManagerConfig::new()
+    let config = ::redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(10)));
     client
@@ -105,11 +214,6 @@ pub async fn connect_redis(url: &str) -> anyhow::Result<ConnectionManager> {
                 redact(url)
             )
         })
-}
-
-/// Applies every pending migration in `migrations/`.
-pub async fn migrate(pg: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pg).await.context("applying migrations")
 }
 
 /// The URL without its password, for messages.

@@ -1,189 +1,177 @@
-//! Step rows, keyed `(session_id, step_index)`. Decide and act each write once: a second writer's
-//! insert or update does nothing, and everyone reads back the stored value. A step's tool calls
-//! run in order; each call's start and result are recorded with a compare-and-set on its index,
-//! so a call whose start is recorded but whose result is not had its outcome lost to a crash.
+//! What the step protocol asks of the store. Each transition updates the worker's [`StepRun`]
+//! from what the durable store returned and writes the hot copy from it: one round trip and at
+//! most one hot-copy command per transition, none to read anything back.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::lease::{Lease, LeaseLost};
-use super::{Store, WriteError, pg_safe};
-use crate::schemas::ToolCall;
+use super::Store;
+use super::error::{StoreError, StoreResult};
+use super::model::{Begin, Decision, Ending, Lease, LlmCallRecord, StepRun};
+use crate::schemas::CallReview;
 
-/// What the model decided at a step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub thought: Option<String>,
-    /// The model's turn as replayed into later prompts (content blocks).
-    pub llm_content: serde_json::Value,
-    /// The tool calls, in order; empty for a final answer.
-    pub actions: Vec<ToolCall>,
-    pub is_final: bool,
-    pub final_answer: Option<String>,
-    /// What the model said when it was not what we asked for (repaired or not).
-    pub invalid_output: Option<String>,
-    pub started_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone)]
-pub struct StepRow {
-    pub step_index: i32,
-    pub thought: Option<String>,
-    pub llm_content: Json<serde_json::Value>,
-    pub actions: Json<Vec<ToolCall>>,
-    pub is_final: bool,
-    pub final_answer: Option<String>,
-    /// Results of the calls that finished, in call order.
-    pub observations: Json<Vec<serde_json::Value>>,
-    /// How many calls have started (a started call without a result had its outcome lost).
-    pub calls_started: i32,
-    pub finished_at: Option<DateTime<Utc>>,
-    /// `approved` or `rejected`, once a human decided.
-    pub approval: Option<String>,
-    pub approval_reason: Option<String>,
-}
-
-impl StepRow {
-    /// Every call has its result.
-    pub fn acted(&self) -> bool {
-        self.observations.0.len() >= self.actions.0.len()
-    }
-}
+/// Whether a cancel is known after a transition (the durable flag it returned, or the hot
+/// copy's).
+pub type CancelSeen = bool;
 
 impl Store {
-    /// Stores the decision unless one is already stored, then returns the stored one.
-    #[tracing::instrument(skip_all, fields(session_id = %lease.session_id, step))]
-    pub async fn insert_decision(
+    /// Takes the session's lease for `step` and reads the whole session, in one round trip. A
+    /// pending session becomes running (and its snapshot says so).
+    #[tracing::instrument(skip_all, fields(session_id = %id, step))]
+    pub async fn begin_step(
         &self,
-        lease: &Lease,
+        id: Uuid,
         step: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Begin> {
+        let begun = self.durable.begin_step(id, step, owner, ttl).await?;
+        if let Begin::Leased(run) = &begun
+            && run.became_running
+        {
+            self.publish(&run.state).await;
+        }
+        Ok(begun)
+    }
+
+    /// An LLM call that did not lead to a decision (failed, or its answer unusable): into the
+    /// ledger at once. The step's spend in `run` grows by it.
+    pub async fn record_llm_call(
+        &self,
+        run: &mut StepRun,
+        call: &LlmCallRecord,
+    ) -> StoreResult<()> {
+        let spend = self.durable.record_llm_call(call).await?;
+        let mut total = run.state.spend_of(call.step_index);
+        total.add(&spend);
+        run.state.set_spend(call.step_index, total);
+        Ok(())
+    }
+
+    /// Stores the decision of the current step, with the ledger record of the call that made it
+    /// (`call`), unless one is stored (then `run` gets that one). With `ending`, the session ends
+    /// in the same write (a final answer completes it, unless a cancel came first).
+    pub async fn record_decision(
+        &self,
+        run: &mut StepRun,
+        call: Option<&LlmCallRecord>,
         decision: &Decision,
-    ) -> Result<StepRow, WriteError> {
-        let session_id = lease.session_id;
-        let actions =
-            pg_safe::to_json(&decision.actions).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        let thought = pg_safe::opt_text(decision.thought.as_deref());
-        let final_answer = pg_safe::opt_text(decision.final_answer.as_deref());
-        let invalid_output = pg_safe::opt_text(decision.invalid_output.as_deref());
-        let llm_content = pg_safe::json(&decision.llm_content);
-        sqlx::query!(
-            "INSERT INTO steps (session_id, step_index, thought, llm_content, action, actions,
-                                is_final, final_answer, invalid_output, started_at, finished_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $5::jsonb IS NULL THEN now() END
-             WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $11)
-             ON CONFLICT (session_id, step_index) DO NOTHING",
-            session_id,
-            step as i32,
-            thought.as_deref(),
-            Json(&llm_content) as _,
-            actions.get(0).map(Json) as _,
-            Json(&actions) as _,
-            decision.is_final,
-            final_answer.as_deref(),
-            invalid_output.as_deref(),
-            decision.started_at,
-            lease.fence,
-        )
-        .execute(&self.pg)
-        .await?;
-        match self.step(session_id, step).await? {
-            Some(stored) => Ok(stored),
-            None => Err(LeaseLost(session_id).into()),
+        ending: Option<&Ending>,
+    ) -> StoreResult<CancelSeen> {
+        let stored = self
+            .durable
+            .record_decision(&run.lease, run.step, call, decision, ending)
+            .await?;
+        if let Some(spend) = stored.spend {
+            let mut total = run.state.spend_of(run.step);
+            total.add(&spend);
+            run.state.set_spend(run.step, total);
         }
+        match run.state.step_mut(run.step) {
+            Some(existing) => *existing = stored.step,
+            None => run.state.steps.push(stored.step),
+        }
+        run.state.record.apply(&stored.head);
+        let flagged = self.publish(&run.state).await;
+        Ok(flagged || run.state.record.cancel_requested)
     }
 
-    pub async fn step(&self, session_id: Uuid, step: u32) -> sqlx::Result<Option<StepRow>> {
-        let mut rows = self.steps_between(session_id, step, step + 1).await?;
-        Ok(rows.pop())
+    /// Marks call `call` of the current step as started; false if an earlier delivery already
+    /// had (its outcome is unknown).
+    pub async fn mark_call_started(&self, run: &StepRun, call: usize) -> StoreResult<bool> {
+        self.durable
+            .mark_call_started(&run.lease, run.step, call)
+            .await
     }
 
-    /// Every step before `before`, in order: the history a prompt is built from.
-    pub async fn steps_before(&self, session_id: Uuid, before: u32) -> sqlx::Result<Vec<StepRow>> {
-        self.steps_between(session_id, 0, before).await
-    }
-
-    /// Steps `from..to`, in order.
-    async fn steps_between(
+    /// Stores the result of call `call` of the current step. With `may_advance`, the last
+    /// call's result also moves the session to the next step and releases the lease, in the
+    /// same write (without: a call stopped by a cancel or a deadline, after which the session
+    /// ends instead).
+    pub async fn record_observation(
         &self,
-        session_id: Uuid,
-        from: u32,
-        to: u32,
-    ) -> sqlx::Result<Vec<StepRow>> {
-        sqlx::query_as!(
-            StepRow,
-            r#"SELECT step_index, thought, llm_content AS "llm_content: Json<serde_json::Value>",
-                      actions AS "actions: Json<Vec<ToolCall>>", is_final, final_answer,
-                      observations AS "observations: Json<Vec<serde_json::Value>>",
-                      calls_started, finished_at, approval, approval_reason
-               FROM steps WHERE session_id = $1 AND step_index >= $2 AND step_index < $3
-               ORDER BY step_index"#,
-            session_id,
-            from as i32,
-            to as i32,
-        )
-        .fetch_all(&self.pg)
-        .await
-    }
-
-    /// Marks call `call` of the step as started; false if an earlier attempt already had (its
-    /// outcome unknown).
-    pub async fn mark_call_started(
-        &self,
-        lease: &Lease,
-        step: u32,
+        run: &mut StepRun,
         call: usize,
-    ) -> Result<bool, WriteError> {
-        let updated = sqlx::query!(
-            "UPDATE steps SET calls_started = $3 + 1, tool_started_at = coalesce(tool_started_at, now())
-             WHERE session_id = $1 AND step_index = $2 AND calls_started = $3
-               AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $4)",
-            lease.session_id,
-            step as i32,
-            call as i32,
-            lease.fence,
-        )
-        .execute(&self.pg)
-        .await?;
-        if updated.rows_affected() == 1 {
-            return Ok(true);
+        observation: serde_json::Value,
+        may_advance: bool,
+    ) -> StoreResult<CancelSeen> {
+        let step = run.step;
+        let calls = run.current().map_or(0, |s| s.actions.len());
+        let last = may_advance && call + 1 >= calls;
+        let head = self
+            .durable
+            .record_observation(&run.lease, step, call, &observation, last)
+            .await?;
+        if let Some(current) = run.state.step_mut(step)
+            && current.observations.len() == call
+        {
+            current.observations.push(observation);
+            if call + 1 >= calls {
+                current.finished_at = Some(head.updated_at);
+            }
         }
-        if !self.holds_lease(lease).await? {
-            return Err(LeaseLost(lease.session_id).into());
-        }
-        Ok(false)
+        run.state.record.apply(&head);
+        let flagged = self.publish(&run.state).await;
+        Ok(flagged || run.state.record.cancel_requested)
     }
 
-    /// Stores the result of call `call` unless one is stored; returns every stored result.
-    #[tracing::instrument(skip_all, fields(session_id = %lease.session_id, step, call))]
-    pub async fn record_call_observation(
-        &self,
-        lease: &Lease,
-        step: u32,
-        call: usize,
-        observation: &serde_json::Value,
-    ) -> Result<Vec<serde_json::Value>, WriteError> {
-        let session_id = lease.session_id;
-        let observation = pg_safe::json(observation);
-        let updated = sqlx::query!(
-            "UPDATE steps SET observations = observations || jsonb_build_array($4::jsonb),
-                 observation = coalesce(observation, $4),
-                 finished_at = CASE WHEN jsonb_array_length(observations) + 1 >= jsonb_array_length(actions)
-                                    THEN now() END
-             WHERE session_id = $1 AND step_index = $2 AND jsonb_array_length(observations) = $3
-               AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $5)",
-            session_id,
-            step as i32,
-            call as i32,
-            Json(&observation) as _,
-            lease.fence,
-        )
-        .execute(&self.pg)
-        .await?;
-        if updated.rows_affected() == 0 && !self.holds_lease(lease).await? {
-            return Err(LeaseLost(session_id).into());
+    /// Moves the session to the next step and releases the lease (when the last result was
+    /// stored by an earlier delivery that stopped before advancing).
+    pub async fn advance(&self, run: &mut StepRun) -> StoreResult<()> {
+        if run.advanced() {
+            return Ok(());
         }
-        let stored = self.step(session_id, step).await?;
-        Ok(stored.map(|s| s.observations.0).unwrap_or_default())
+        let head = self.durable.advance(&run.lease, run.step).await?;
+        run.state.record.apply(&head);
+        self.publish(&run.state).await;
+        Ok(())
+    }
+
+    /// The current step's calls wait for a human until `expires_at`; what the approver must see
+    /// of each call is kept with the step. The lease is released.
+    pub async fn await_approval(
+        &self,
+        run: &mut StepRun,
+        expires_at: DateTime<Utc>,
+        reviews: &[CallReview],
+    ) -> StoreResult<()> {
+        let reviews = serde_json::to_value(reviews)
+            .map_err(|e| StoreError::Backend(format!("cannot encode reviews: {e}")))?;
+        let head = self
+            .durable
+            .await_approval(&run.lease, run.step, expires_at, &reviews)
+            .await?;
+        if let Some(current) = run.state.step_mut(run.step) {
+            current.reviews = Some(reviews);
+        }
+        run.state.record.apply(&head);
+        self.publish(&run.state).await;
+        Ok(())
+    }
+
+    /// Ends the session while holding its lease; false when it had already ended.
+    pub async fn end(&self, run: &mut StepRun, ending: &Ending) -> StoreResult<bool> {
+        let Some(head) = self
+            .durable
+            .end_session(run.session_id(), Some(&run.lease), ending)
+            .await?
+        else {
+            return Ok(false);
+        };
+        run.state.record.apply(&head);
+        self.publish(&run.state).await;
+        Ok(true)
+    }
+
+    /// Extends the lease; false when it was lost.
+    pub async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<bool> {
+        self.durable.renew_lease(lease, ttl).await
+    }
+
+    /// Gives the lease back without other changes (so a retry can take over at once).
+    pub async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
+        self.durable.release_lease(lease).await
     }
 }

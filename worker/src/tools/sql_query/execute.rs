@@ -1,6 +1,6 @@
 //! Running one checked statement on the target database.
 //!
-//! Each call takes a pooled connection and runs, in its own transaction:
+//! Each call opens a connection of its own and runs, in its own transaction:
 //! `BEGIN READ ONLY` (or `READ WRITE` when writes are allowed), `SET LOCAL statement_timeout`,
 //! `lock_timeout` and `idle_in_transaction_session_timeout`, a refusal of superuser
 //! connections (unless allowed), then the statement through the extended protocol (which
@@ -19,9 +19,9 @@ use std::time::Duration;
 use agentq_shared::config::SqlQuerySettings;
 use futures::TryStreamExt;
 use serde_json::{Value, json};
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Column, Either, Executor, Postgres, Row, Statement, ValueRef};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{AssertSqlSafe, Column, Connection, Either, Executor, Row, Statement, ValueRef};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::policy::{Access, Classification};
 use super::{params, types};
@@ -52,23 +52,46 @@ pub fn connect_options(settings: &SqlQuerySettings) -> anyhow::Result<PgConnectO
         ]))
 }
 
-/// A pool that connects on first use (building it needs a Tokio runtime).
-pub fn pool(settings: &SqlQuerySettings) -> anyhow::Result<PgPool> {
-    Ok(PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .idle_timeout(Duration::from_secs(60))
-        .connect_lazy_with(connect_options(settings)?))
+/// Connections to the target database: one per call, opened when the call runs and closed
+/// after it, at most `AGENTQ_SQL_MAX_CONNECTIONS` at a time. Nothing a statement leaves in its
+/// database session (a session-level advisory lock or a `set_config(..., false)` taken inside a
+/// user-defined function, temporary tables, prepared statements) can reach the next call.
+pub struct Connector {
+    options: PgConnectOptions,
+    permits: Semaphore,
 }
 
-/// A pooled connection that serves one call and is then closed, never returned: whatever the
-/// statement changed in its session (a session-level advisory lock or a `set_config(..., false)`
-/// taken inside a user-defined function, temporary tables, prepared statements) goes with it.
-/// Dropped half-way (the call was cancelled), it is closed as well.
-struct Guard(Option<PoolConnection<Postgres>>);
+impl Connector {
+    pub fn new(settings: &SqlQuerySettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            options: connect_options(settings)?,
+            permits: Semaphore::new(settings.max_connections.max(1) as usize),
+        })
+    }
+
+    async fn connect(&self) -> Result<(Guard, SemaphorePermit<'_>), String> {
+        let waited = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+            let conn = PgConnection::connect_with(&self.options)
+                .await
+                .map_err(|e| describe(&e))?;
+            Ok::<_, String>((Guard(Some(conn)), permit))
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            Err("could not get a connection to the SQL database in time".into())
+        })
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A call's connection, closed when the call is done. Dropped half-way (the call was
+/// cancelled), the socket is closed: Postgres rolls the transaction back.
+struct Guard(Option<PgConnection>);
 
 impl Guard {
-    fn conn(&mut self) -> &mut sqlx::PgConnection {
+    fn conn(&mut self) -> &mut PgConnection {
         match &mut self.0 {
             Some(conn) => conn,
             None => unreachable!("the connection is only taken by discard()"),
@@ -79,24 +102,15 @@ impl Guard {
     /// session took, then closes the connection. The release is explicit so it is done before
     /// the call answers, not whenever the server notices the closed connection.
     async fn discard(mut self, end: &'static str) -> Result<(), sqlx::Error> {
-        let Some(conn) = self.0.take() else {
+        let Some(mut conn) = self.0.take() else {
             return Ok(());
         };
-        let mut conn = conn.detach();
         let ended = conn.execute(end).await;
         if ended.is_ok() {
             let _ = conn.execute("SELECT pg_advisory_unlock_all()").await;
         }
-        let _ = sqlx::Connection::close(conn).await;
+        let _ = conn.close().await;
         ended.map(|_| ())
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(conn) = &mut self.0 {
-            conn.close_on_drop();
-        }
     }
 }
 
@@ -114,21 +128,18 @@ pub fn describe(error: &sqlx::Error) -> String {
             };
             format!("database error {code}: {}{hint}", db.message())
         }
-        sqlx::Error::PoolTimedOut => {
-            "could not get a connection to the SQL database in time".into()
-        }
         other => format!("the SQL database could not be reached: {other}"),
     }
 }
 
 /// Runs the checked statement; `Err` carries the message the agent sees.
 pub async fn run(
-    pool: &PgPool,
+    connector: &Connector,
     settings: &SqlQuerySettings,
     checked: &Classification,
     params: &[Value],
 ) -> Result<Value, String> {
-    let mut guard = Guard(Some(pool.acquire().await.map_err(|e| describe(&e))?));
+    let (mut guard, _permit) = connector.connect().await?;
     let conn = guard.conn();
     let superuser: String = sqlx::query_scalar("SELECT current_setting('is_superuser')")
         .fetch_one(&mut *conn)

@@ -33,8 +33,6 @@ use agentq_shared::config::{SqlQuerySettings, ToolSettings};
 use agentq_shared::tools::{Tool, ToolContext, ToolDefinition, ToolError};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::PgPool;
-use tokio::sync::OnceCell;
 
 pub use policy::{Access, Classification, Refusal, Rule, classify};
 
@@ -42,7 +40,7 @@ pub use policy::{Access, Classification, Refusal, Rule, classify};
 pub struct SqlQuery {
     definition: ToolDefinition,
     settings: SqlQuerySettings,
-    pool: OnceCell<PgPool>,
+    connector: execute::Connector,
 }
 
 impl SqlQuery {
@@ -50,11 +48,10 @@ impl SqlQuery {
     pub fn new(settings: &ToolSettings) -> anyhow::Result<Self> {
         let definition = agentq_shared::tools::sql_query::definition(settings)
             .ok_or_else(|| anyhow::anyhow!("sql_query needs AGENTQ_SQL_TOOL_URL"))?;
-        execute::connect_options(&settings.sql_query)?;
         Ok(Self {
             definition,
+            connector: execute::Connector::new(&settings.sql_query)?,
             settings: settings.sql_query.clone(),
-            pool: OnceCell::new(),
         })
     }
 
@@ -73,13 +70,6 @@ impl SqlQuery {
         };
         json!({"query": query, "params": args.get("params").cloned().unwrap_or(json!([])),
                "policy": verdict})
-    }
-
-    async fn pool(&self) -> Result<&PgPool, ToolError> {
-        self.pool
-            .get_or_try_init(|| async { execute::pool(&self.settings) })
-            .await
-            .map_err(|e| ToolError(e.to_string()))
     }
 }
 
@@ -132,8 +122,7 @@ impl Tool for SqlQuery {
             session_id = %ctx.session_id, step = ctx.step, statement = checked.statement,
             "sql_query runs an approved statement"
         );
-        let pool = self.pool().await?;
-        execute::run(pool, &self.settings, &checked, &args.params)
+        execute::run(&self.connector, &self.settings, &checked, &args.params)
             .await
             .map_err(ToolError)
     }

@@ -1,0 +1,136 @@
+//! The durable store: the source of truth. Postgres implements it (`postgres/`); an embedded
+//! implementation (SQLite, for `agentq dev`) would be one more. Each method is one domain
+//! operation done in one round trip where possible, keyed and fenced so a retry or a worker that
+//! lost its lease cannot change anything twice.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::StoreResult;
+use super::model::{
+    ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, Lease,
+    LlmCallRecord, NewSession, Principal, Repair, SessionState, Spend, StepRecord,
+};
+use crate::schemas::StepApproval;
+
+/// What a cancel request changed.
+#[derive(Debug, Clone)]
+pub enum Cancelled {
+    /// The session's new fields: cancelled at once (no worker held it) or flagged.
+    Changed(Head),
+    AlreadyFinished(crate::schemas::SessionStatus),
+    NotFound,
+}
+
+/// What an approval decision changed.
+#[derive(Debug, Clone)]
+pub enum Approved {
+    Recorded { head: Head, approval: StepApproval },
+    Expired(Head),
+    Outcome(ApprovalOutcome),
+}
+
+/// A stored decision and the session fields after it.
+#[derive(Debug, Clone)]
+pub struct DecisionStored {
+    pub step: StepRecord,
+    pub head: Head,
+    /// The step's spend, when a ledger record went in with the decision.
+    pub spend: Option<Spend>,
+}
+
+/// Holding this keeps one process the reconciler; dropping it lets another take over.
+#[async_trait]
+pub trait Leadership: Send {
+    /// Whether leadership is still held (the connection holding it is alive).
+    async fn alive(&mut self) -> bool;
+}
+
+#[async_trait]
+pub trait Durable: Send + Sync {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Answers when the store is reachable (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Keys.
+    async fn principal(&self, key_hash: &str) -> StoreResult<Option<Principal>>;
+    async fn create_api_key(
+        &self,
+        org: &str,
+        key_hash: &str,
+        key_prefix: &str,
+    ) -> StoreResult<Principal>;
+
+    // Sessions, for the API.
+    async fn create_session(&self, new: &NewSession) -> StoreResult<Created>;
+    async fn load(&self, id: Uuid) -> StoreResult<Option<SessionState>>;
+    async fn request_cancel(&self, id: Uuid, org_id: Uuid) -> StoreResult<Cancelled>;
+    async fn decide_approval(&self, decision: &ApprovalDecision) -> StoreResult<Approved>;
+
+    // The step protocol, for the worker.
+    /// Takes the lease on the session for step `step` and reads the whole session, in one go.
+    async fn begin_step(
+        &self,
+        id: Uuid,
+        step: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Begin>;
+    /// One LLM call into the ledger; returns what its step has spent since.
+    async fn record_llm_call(&self, call: &LlmCallRecord) -> StoreResult<Spend>;
+    /// Stores the decision of `step` unless one is stored (then returns that one), with the
+    /// ledger record of the call that made it, and ends the session when `ending` is given.
+    async fn record_decision(
+        &self,
+        lease: &Lease,
+        step: u32,
+        call: Option<&LlmCallRecord>,
+        decision: &Decision,
+        ending: Option<&Ending>,
+    ) -> StoreResult<DecisionStored>;
+    /// Marks call `call` of the step as started; false if an earlier delivery already had.
+    async fn mark_call_started(&self, lease: &Lease, step: u32, call: usize) -> StoreResult<bool>;
+    /// Stores the result of call `call` unless one is stored; with `advance`, also moves the
+    /// session to the next step and releases the lease.
+    async fn record_observation(
+        &self,
+        lease: &Lease,
+        step: u32,
+        call: usize,
+        observation: &serde_json::Value,
+        advance: bool,
+    ) -> StoreResult<Head>;
+    /// Moves the session from `step` to the next one and releases the lease.
+    async fn advance(&self, lease: &Lease, step: u32) -> StoreResult<Head>;
+    /// The step waits for a human until `expires_at`, without the lease.
+    async fn await_approval(
+        &self,
+        lease: &Lease,
+        step: u32,
+        expires_at: DateTime<Utc>,
+        reviews: &serde_json::Value,
+    ) -> StoreResult<Head>;
+    /// Ends an unfinished session; with a lease, only while it is held. `None`: it had
+    /// already ended.
+    async fn end_session(
+        &self,
+        id: Uuid,
+        lease: Option<&Lease>,
+        ending: &Ending,
+    ) -> StoreResult<Option<Head>>;
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<bool>;
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()>;
+    async fn holds_lease(&self, lease: &Lease) -> StoreResult<bool>;
+    async fn cancel_requested(&self, id: Uuid) -> StoreResult<bool>;
+
+    // The reconciler.
+    async fn lead(&self) -> StoreResult<Option<Box<dyn Leadership>>>;
+    async fn claim_stalled(&self, idle: Duration, limit: i64) -> StoreResult<Vec<Repair>>;
+    async fn expire_lapsed_approvals(&self) -> StoreResult<Vec<Head>>;
+    async fn fail_overdue(&self) -> StoreResult<Vec<Head>>;
+    async fn forget_idempotency_keys(&self, keep: Duration) -> StoreResult<u64>;
+}

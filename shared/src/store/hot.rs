@@ -1,0 +1,53 @@
+//! The hot copy: speed, never truth. The session snapshot a poll reads, the cancel flag a
+//! running step checks cheaply, and the per-session notification that something changed. Redis
+//! implements it (`redis.rs`); [`NoHotCopy`] keeps nothing, and every read falls through to the
+//! durable store. Losing it loses only speed, so its failures are logged, never returned.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::schemas::AgentSession;
+
+#[async_trait]
+pub trait HotCopy: Send + Sync {
+    /// Whether this hot copy keeps anything (false for [`NoHotCopy`]).
+    fn enabled(&self) -> bool;
+    /// The session's snapshot, if one is held.
+    async fn snapshot(&self, id: Uuid) -> Option<AgentSession>;
+    /// Stores the snapshot unless a newer version is held, and announces the change on the
+    /// session's channel. Returns whether the cancel flag is up (`None`: not known here).
+    async fn put(&self, session: &AgentSession) -> Option<bool>;
+    async fn set_cancel_flag(&self, id: Uuid);
+    /// Whether the cancel flag is up (`None`: not known here; ask the durable store).
+    async fn cancel_flagged(&self, id: Uuid) -> Option<bool>;
+    /// Answers when the hot copy is reachable (`Ok` when there is none to reach).
+    async fn ping(&self) -> Result<(), String>;
+}
+
+/// No hot copy: polls read the durable store, cancel checks ask it too.
+pub struct NoHotCopy;
+
+#[async_trait]
+impl HotCopy for NoHotCopy {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    async fn snapshot(&self, _id: Uuid) -> Option<AgentSession> {
+        None
+    }
+
+    async fn put(&self, _session: &AgentSession) -> Option<bool> {
+        None
+    }
+
+    async fn set_cancel_flag(&self, _id: Uuid) {}
+
+    async fn cancel_flagged(&self, _id: Uuid) -> Option<bool> {
+        None
+    }
+
+    async fn ping(&self) -> Result<(), String> {
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! The store's domain types: what the API and the worker hand to the store and get back. None of
+//! them names a database or a cache.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::schemas::{
+    FailureCode, SessionError, SessionStatus, StepApproval, ToolCall, Usage, ValidatedRun,
+};
+
+/// Who is calling: the org that owns the key, and the key itself (for audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub org_id: Uuid,
+    pub key_id: Uuid,
+}
+
+/// A session to create.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub run: ValidatedRun,
+    pub deadline_at: DateTime<Utc>,
+    pub idempotency: Option<IdempotencyKey>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewSession {
+    /// A session created now, due by `now + deadline`; times at the microsecond the database
+    /// keeps, so the snapshot built from this equals what the database reads back.
+    pub fn now(
+        id: Uuid,
+        org_id: Uuid,
+        run: ValidatedRun,
+        deadline: std::time::Duration,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Self {
+        let now = Utc::now();
+        let micros =
+            |t: DateTime<Utc>| DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t);
+        let deadline = chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::MAX);
+        Self {
+            id,
+            org_id,
+            run,
+            deadline_at: micros(now.checked_add_signed(deadline).unwrap_or(now)),
+            idempotency,
+            created_at: micros(now),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// SHA-256 of the request as received (parsed and re-serialized, keys sorted).
+    pub request_hash: String,
+}
+
+/// How `create_session` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// The key was used before with the same request: that session.
+    Existing(Uuid),
+    /// The key was used before with a different request.
+    KeyReused,
+}
+
+/// A session's own fields (its steps and spend apart), as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub status: SessionStatus,
+    pub run: ValidatedRun,
+    /// The step a `StepJob` must carry to be the current one.
+    pub next_step: u32,
+    pub final_answer: Option<String>,
+    pub error: Option<SessionError>,
+    pub cancel_requested: bool,
+    /// Bumped by every change a poll can see; a snapshot never replaces a newer one.
+    pub version: i64,
+    pub deadline_at: DateTime<Utc>,
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SessionRecord {
+    /// Takes the session-level fields a transition returned.
+    pub fn apply(&mut self, head: &Head) {
+        self.status = head.status;
+        self.next_step = head.next_step;
+        self.final_answer = head.final_answer.clone();
+        self.error = head.error.clone();
+        self.cancel_requested = head.cancel_requested;
+        self.version = head.version;
+        self.approval_expires_at = head.approval_expires_at;
+        self.updated_at = head.updated_at;
+    }
+}
+
+/// The session-level fields after a transition: what the hot copy needs to catch up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub id: Uuid,
+    pub status: SessionStatus,
+    pub next_step: u32,
+    pub final_answer: Option<String>,
+    pub error: Option<SessionError>,
+    pub cancel_requested: bool,
+    pub version: i64,
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One step as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub index: u32,
+    pub thought: Option<String>,
+    /// The model's turn as replayed into later prompts (content blocks).
+    pub llm_content: serde_json::Value,
+    /// The tool calls, in order; empty for a final answer.
+    pub actions: Vec<ToolCall>,
+    pub is_final: bool,
+    pub final_answer: Option<String>,
+    /// Results of the calls that finished, in call order.
+    pub observations: Vec<serde_json::Value>,
+    /// How many calls have started (a started call without a result had its outcome lost).
+    pub calls_started: u32,
+    /// What the model answered when it was not what we asked for.
+    pub invalid_output: Option<String>,
+    /// What the approver was shown of each call, when the turn waited for approval.
+    pub reviews: Option<serde_json::Value>,
+    pub approval: Option<StepApproval>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl StepRecord {
+    /// Every call has its result.
+    pub fn acted(&self) -> bool {
+        self.observations.len() >= self.actions.len()
+    }
+
+    /// A human rejected this step's calls that need approval.
+    pub fn rejected(&self) -> bool {
+        self.approval.as_ref().is_some_and(|a| !a.approved)
+    }
+}
+
+/// What the model decided at a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub thought: Option<String>,
+    pub llm_content: serde_json::Value,
+    pub actions: Vec<ToolCall>,
+    pub is_final: bool,
+    pub final_answer: Option<String>,
+    pub invalid_output: Option<String>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// What the LLM calls of one step cost, from the ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    pub calls: u32,
+    pub usage: Usage,
+    /// `None` once any call had no known price.
+    pub cost_usd: Option<Decimal>,
+}
+
+impl Spend {
+    pub fn add(&mut self, other: &Spend) {
+        self.calls += other.calls;
+        self.usage.add(other.usage);
+        self.cost_usd = self.cost_usd.zip(other.cost_usd).map(|(a, b)| a + b);
+    }
+
+    pub fn zero() -> Self {
+        Self {
+            calls: 0,
+            usage: Usage::default(),
+            cost_usd: Some(Decimal::ZERO),
+        }
+    }
+}
+
+/// One LLM call for the cost ledger, billed or failed.
+#[derive(Debug, Clone)]
+pub struct LlmCallRecord {
+    pub session_id: Uuid,
+    pub step_index: u32,
+    pub model: String,
+    pub ok: bool,
+    pub http_status: Option<u16>,
+    pub usage: Usage,
+    pub cost_usd: Option<Decimal>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+/// A whole session as stored: its fields, its steps in order, and the spend of each step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionState {
+    pub record: SessionRecord,
+    pub steps: Vec<StepRecord>,
+    /// Per step index, what its LLM calls cost.
+    pub spend: Vec<(u32, Spend)>,
+}
+
+impl SessionState {
+    pub fn step(&self, index: u32) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| s.index == index)
+    }
+
+    pub fn step_mut(&mut self, index: u32) -> Option<&mut StepRecord> {
+        self.steps.iter_mut().find(|s| s.index == index)
+    }
+
+    /// The steps before `index`: the history a prompt is built from.
+    pub fn history(&self, index: u32) -> impl Iterator<Item = &StepRecord> {
+        self.steps.iter().filter(move |s| s.index < index)
+    }
+
+    pub fn spend_of(&self, index: u32) -> Spend {
+        self.spend
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map_or_else(Spend::zero, |(_, s)| *s)
+    }
+
+    /// Everything the session has spent.
+    pub fn total_spend(&self) -> Spend {
+        let mut total = Spend::zero();
+        for (_, spend) in &self.spend {
+            total.add(spend);
+        }
+        total
+    }
+
+    /// Sets the spend of step `index` to what the ledger returned.
+    pub fn set_spend(&mut self, index: u32, spend: Spend) {
+        match self.spend.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, s)) => *s = spend,
+            None => self.spend.push((index, spend)),
+        }
+    }
+}
+
+/// Proof of holding a session's lease; every step write carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub session_id: Uuid,
+    pub owner: String,
+    pub fence: i64,
+    /// Which delivery of the session's current step this is (1 for the first to take the lease).
+    pub attempt: u32,
+}
+
+/// How an attempt to begin step n went.
+#[derive(Debug)]
+pub enum Begin {
+    /// The lease is taken; the whole session is in hand.
+    Leased(Box<StepRun>),
+    /// No such session.
+    Missing,
+    /// Finished, or waiting for a human: nothing to do.
+    Idle(SessionStatus),
+    /// Step n is not the session's current step.
+    NotCurrent { next_step: u32 },
+    /// Another worker holds a live lease.
+    Held,
+}
+
+/// A step in progress: the lease and the session as the worker sees it, kept current by every
+/// transition the worker makes through the store (which writes the hot copy from it).
+#[derive(Debug, Clone)]
+pub struct StepRun {
+    pub lease: Lease,
+    pub step: u32,
+    pub state: SessionState,
+    /// Taking the lease moved the session from `pending` to `running`.
+    pub became_running: bool,
+}
+
+impl StepRun {
+    pub fn session_id(&self) -> Uuid {
+        self.lease.session_id
+    }
+
+    /// The step being run, once decided.
+    pub fn current(&self) -> Option<&StepRecord> {
+        self.state.step(self.step)
+    }
+
+    /// The step has advanced (its last result was recorded with the advance).
+    pub fn advanced(&self) -> bool {
+        self.state.record.next_step > self.step
+    }
+}
+
+/// How a session ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    Completed { final_answer: String },
+    Failed { code: FailureCode, message: String },
+    Cancelled,
+}
+
+impl Ending {
+    pub fn failed(code: FailureCode, message: impl Into<String>) -> Self {
+        Self::Failed {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> SessionStatus {
+        match self {
+            Self::Completed { .. } => SessionStatus::Completed,
+            Self::Failed { .. } => SessionStatus::Failed,
+            Self::Cancelled => SessionStatus::Cancelled,
+        }
+    }
+}
+
+/// How a cancel request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The flag is set (now or before); the worker stops the session at its next check.
+    Requested,
+    /// No worker was running it: the session is cancelled now.
+    Cancelled,
+    AlreadyFinished(SessionStatus),
+    NotFound,
+}
+
+/// How an approval decision went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    /// Recorded; the step must be enqueued again to act on it.
+    Recorded,
+    NotFound,
+    /// Not awaiting approval of that step (the message says what it is doing).
+    Conflict(String),
+    /// The approval window closed; the session has failed `approval_expired`.
+    Expired,
+}
+
+/// A human's decision on a step awaiting approval.
+#[derive(Debug, Clone)]
+pub struct ApprovalDecision {
+    pub session_id: Uuid,
+    pub step: u32,
+    pub by: Principal,
+    pub approved: bool,
+    pub reason: Option<String>,
+}
+
+/// A stalled session claimed for re-enqueueing; `fence` makes the repair's job id unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repair {
+    pub session_id: Uuid,
+    pub next_step: u32,
+    pub fence: i64,
+}

@@ -1,0 +1,294 @@
+//! The durable store on Postgres. Every method is one statement where it can be (a CTE doing the
+//! change, the fence check and the read-back together), so a step costs a handful of round trips;
+//! the counters record each one. `queries` of the same area live together: `sessions.rs` (the
+//! API's), `steps.rs` (the step protocol's), `ledger.rs`, `keys.rs`, `reconcile.rs`.
+
+mod keys;
+mod ledger;
+mod reconcile;
+mod rows;
+mod sessions;
+mod steps;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+use super::counters::Counters;
+use super::durable::{Approved, Cancelled, DecisionStored, Durable, Leadership};
+use super::error::{StoreError, StoreResult};
+use super::model::{
+    ApprovalDecision, Begin, Created, Decision, Ending, Head, Lease, LlmCallRecord, NewSession,
+    Principal, Repair, SessionState, Spend,
+};
+
+/// The migrations in `migrations/` (tests apply them down and up again).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+pub struct PgDurable {
+    pool: PgPool,
+    counters: Arc<Counters>,
+}
+
+impl PgDurable {
+    /// Connects lazily-checked: the first query tells whether Postgres answers.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        counters: Arc<Counters>,
+    ) -> Result<Self, String> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            // Each acquire would otherwise cost a round trip of its own.
+            .test_before_acquire(false)
+            .connect(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self { pool, counters })
+    }
+
+    fn count(&self, operation: &'static str) {
+        self.counters.durable(operation);
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::RowNotFound => StoreError::NotFound("row"),
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
+            sqlx::Error::Database(db) => StoreError::Backend(match db.code() {
+                Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+                None => db.message().to_owned(),
+            }),
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
+fn encode(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("cannot encode a value for Postgres: {e}"))
+}
+
+/// Holding the connection holds the advisory lock.
+struct PgLeadership(sqlx::pool::PoolConnection<sqlx::Postgres>);
+
+#[async_trait]
+impl Leadership for PgLeadership {
+    async fn alive(&mut self) -> bool {
+        sqlx::query!("SELECT 1 AS alive")
+            .fetch_one(&mut *self.0)
+            .await
+            .is_ok()
+    }
+}
+
+#[async_trait]
+impl Durable for PgDurable {
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Backend(format!("applying migrations: {e}")))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.count("ping");
+        sqlx::query!("SELECT 1 AS ok").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn principal(&self, key_hash: &str) -> StoreResult<Option<Principal>> {
+        self.count("authenticate");
+        keys::principal(&self.pool, key_hash).await
+    }
+
+    async fn create_api_key(
+        &self,
+        org: &str,
+        key_hash: &str,
+        key_prefix: &str,
+    ) -> StoreResult<Principal> {
+        keys::create(&self.pool, org, key_hash, key_prefix).await
+    }
+
+    async fn create_session(&self, new: &NewSession) -> StoreResult<Created> {
+        self.count("create_session");
+        let created = sessions::create(&self.pool, new).await?;
+        if created.is_none() {
+            // A concurrent request with the same key won the race: read what it made.
+            self.count("create_session");
+            return sessions::prior(&self.pool, new).await;
+        }
+        Ok(Created::New)
+    }
+
+    async fn load(&self, id: Uuid) -> StoreResult<Option<SessionState>> {
+        self.count("load_session");
+        sessions::load(&self.pool, id).await
+    }
+
+    async fn request_cancel(&self, id: Uuid, org_id: Uuid) -> StoreResult<Cancelled> {
+        self.count("request_cancel");
+        if let Some(head) = sessions::cancel(&self.pool, id, org_id).await? {
+            return Ok(Cancelled::Changed(head));
+        }
+        self.count("request_cancel");
+        sessions::cancel_refused(&self.pool, id, org_id).await
+    }
+
+    async fn decide_approval(&self, decision: &ApprovalDecision) -> StoreResult<Approved> {
+        self.count("decide_approval");
+        sessions::decide_approval(&self.pool, decision).await
+    }
+
+    async fn begin_step(
+        &self,
+        id: Uuid,
+        step: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Begin> {
+        self.count("begin_step");
+        if let Some(run) = steps::take_lease(&self.pool, id, step, owner, ttl).await? {
+            return Ok(Begin::Leased(Box::new(run)));
+        }
+        self.count("begin_step");
+        steps::why_not(&self.pool, id, step).await
+    }
+
+    async fn record_llm_call(&self, call: &LlmCallRecord) -> StoreResult<Spend> {
+        self.count("record_llm_call");
+        ledger::record(&self.pool, call).await?;
+        Ok(ledger::spend_of(call))
+    }
+
+    async fn record_decision(
+        &self,
+        lease: &Lease,
+        step: u32,
+        call: Option<&LlmCallRecord>,
+        decision: &Decision,
+        ending: Option<&Ending>,
+    ) -> StoreResult<DecisionStored> {
+        self.count("record_decision");
+        steps::record_decision(&self.pool, lease, step, call, decision, ending).await
+    }
+
+    async fn mark_call_started(&self, lease: &Lease, step: u32, call: usize) -> StoreResult<bool> {
+        self.count("mark_call_started");
+        if steps::mark_call_started(&self.pool, lease, step, call).await? {
+            return Ok(true);
+        }
+        if !self.holds_lease(lease).await? {
+            return Err(StoreError::LeaseLost(lease.session_id));
+        }
+        Ok(false)
+    }
+
+    async fn record_observation(
+        &self,
+        lease: &Lease,
+        step: u32,
+        call: usize,
+        observation: &serde_json::Value,
+        advance: bool,
+    ) -> StoreResult<Head> {
+        self.count("record_observation");
+        steps::record_observation(&self.pool, lease, step, call, observation, advance)
+            .await?
+            .ok_or(StoreError::LeaseLost(lease.session_id))
+    }
+
+    async fn advance(&self, lease: &Lease, step: u32) -> StoreResult<Head> {
+        self.count("advance");
+        steps::advance(&self.pool, lease, step)
+            .await?
+            .ok_or(StoreError::LeaseLost(lease.session_id))
+    }
+
+    async fn await_approval(
+        &self,
+        lease: &Lease,
+        step: u32,
+        expires_at: DateTime<Utc>,
+        reviews: &serde_json::Value,
+    ) -> StoreResult<Head> {
+        self.count("await_approval");
+        steps::await_approval(&self.pool, lease, step, expires_at, reviews)
+            .await?
+            .ok_or(StoreError::LeaseLost(lease.session_id))
+    }
+
+    async fn end_session(
+        &self,
+        id: Uuid,
+        lease: Option<&Lease>,
+        ending: &Ending,
+    ) -> StoreResult<Option<Head>> {
+        self.count("end_session");
+        let ended = steps::end(&self.pool, id, lease.map(|l| l.fence), ending).await?;
+        if ended.is_none()
+            && let Some(lease) = lease
+            && !self.holds_lease(lease).await?
+        {
+            return Err(StoreError::LeaseLost(id));
+        }
+        Ok(ended)
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<bool> {
+        self.count("renew_lease");
+        steps::renew_lease(&self.pool, lease, ttl).await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
+        self.count("release_lease");
+        steps::release_lease(&self.pool, lease).await
+    }
+
+    async fn holds_lease(&self, lease: &Lease) -> StoreResult<bool> {
+        self.count("holds_lease");
+        steps::holds_lease(&self.pool, lease).await
+    }
+
+    async fn cancel_requested(&self, id: Uuid) -> StoreResult<bool> {
+        self.count("cancel_requested");
+        steps::cancel_requested(&self.pool, id).await
+    }
+
+    async fn lead(&self) -> StoreResult<Option<Box<dyn Leadership>>> {
+        let held = reconcile::lead(&self.pool).await?;
+        Ok(held.map(|conn| Box::new(PgLeadership(conn)) as Box<dyn Leadership>))
+    }
+
+    async fn claim_stalled(&self, idle: Duration, limit: i64) -> StoreResult<Vec<Repair>> {
+        self.count("claim_stalled");
+        reconcile::claim_stalled(&self.pool, idle, limit).await
+    }
+
+    async fn expire_lapsed_approvals(&self) -> StoreResult<Vec<Head>> {
+        self.count("expire_lapsed_approvals");
+        reconcile::expire_lapsed_approvals(&self.pool).await
+    }
+
+    async fn fail_overdue(&self) -> StoreResult<Vec<Head>> {
+        self.count("fail_overdue");
+        reconcile::fail_overdue(&self.pool).await
+    }
+
+    async fn forget_idempotency_keys(&self, keep: Duration) -> StoreResult<u64> {
+        self.count("forget_idempotency_keys");
+        reconcile::forget_idempotency_keys(&self.pool, keep).await
+    }
+}

@@ -1,0 +1,19 @@
+//! Advance (step protocol, 7): the session moves to the next step (in the same write as the
+//! step's last result, or here if that write came from an earlier delivery), then the next
+//! step's job is pushed. A crash between the two is repaired by redelivery (lease.rs pushes
+//! again) or by the reconciler.
+
+use agentq_shared::queue::{Push, StepJob};
+use agentq_shared::store::StepRun;
+
+use crate::Context;
+
+pub async fn advance(ctx: &Context, run: &mut StepRun) -> anyhow::Result<()> {
+    ctx.store.advance(run).await?;
+    let next = StepJob {
+        session_id: run.session_id(),
+        step: run.step + 1,
+    };
+    ctx.queue.push(next, Push::Next).await?;
+    Ok(())
+}
