@@ -27,15 +27,19 @@ CREATE FUNCTION agentq_step_object(st steps) RETURNS jsonb LANGUAGE sql STABLE A
         'finished_at', st.finished_at)
 $$;
 
--- Every step of a session, in order.
-CREATE FUNCTION agentq_steps_json(sid uuid) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(agentq_step_object(st) ORDER BY st.step_index), '[]'::jsonb)
-    FROM steps st WHERE st.session_id = sid
+-- Every step of a session, in order. PL/pgSQL, not SQL: a connection plans it once, where a
+-- SQL function with a FROM clause is parsed and planned at every call.
+CREATE FUNCTION agentq_steps_json(sid uuid) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(jsonb_agg(agentq_step_object(st) ORDER BY st.step_index), '[]'::jsonb)
+            FROM steps st WHERE st.session_id = sid);
+END
 $$;
 
 -- What each step's LLM calls cost, from the ledger (cost as text: exact decimals).
-CREATE FUNCTION agentq_spend_json(sid uuid) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
+CREATE FUNCTION agentq_spend_json(sid uuid) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
         'step', c.step_index,
         'calls', c.calls,
         'input_tokens', c.input_tokens,
@@ -51,5 +55,17 @@ CREATE FUNCTION agentq_spend_json(sid uuid) RETURNS jsonb LANGUAGE sql STABLE AS
                  sum(cache_write_tokens) AS cache_write_tokens,
                  sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
                  bool_or(cost_usd IS NULL) AS unpriced, sum(cost_usd) AS cost_usd
-          FROM llm_calls WHERE session_id = sid GROUP BY step_index) c
+          FROM llm_calls WHERE session_id = sid GROUP BY step_index) c);
+END
 $$;
+
+-- Most writes of a running session change only fields no index covers (lease, fence, version,
+-- next step, updated_at), so with room on the page Postgres updates the row in place (a HOT
+-- update, no index entry written). The reconciler's index on unfinished sessions therefore no
+-- longer covers updated_at, which every transition changes; it finds the few unfinished
+-- sessions by status and sorts them itself.
+ALTER TABLE sessions SET (fillfactor = 70);
+ALTER TABLE steps SET (fillfactor = 80);
+DROP INDEX sessions_unfinished;
+CREATE INDEX sessions_unfinished ON sessions (status)
+    WHERE status IN ('pending', 'running', 'awaiting_approval');

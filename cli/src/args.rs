@@ -77,11 +77,45 @@ pub enum Command {
     /// Run a tool by hand with the worker's configuration (no approval step: an operator's tool).
     #[command(subcommand)]
     Tool(ToolCommand),
+    /// Benchmarks: start what they need on loopback, print figures, write them as JSON.
+    Bench(Bench),
     /// Serve agentq's local stand-in model (speaks the Anthropic Messages API; not Claude).
     StandInLlm {
         #[arg(long, default_value = "127.0.0.1:8089")]
         listen: SocketAddr,
     },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Bench {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub what: BenchWhat,
+    /// Seconds each measurement runs.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Fewer configurations and smaller counts (a smoke run).
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for the JSON figures (default: bench-results).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchWhat {
+    /// Create and poll: latency and throughput, closed and open loop, workers running.
+    Api,
+    /// Durable steps per second and the latency a step adds, 1/2/4 workers, 20/200 sessions.
+    Steps,
+    /// print(1) through code_run, per sandbox backend.
+    Sandbox,
+    /// How long a session stands still after its worker is SIGKILLed.
+    Recovery,
+    /// Resident size of API and worker: idle, under load, after 10,000 sessions.
+    Memory,
+    /// All of the above.
+    All,
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@
 //! create-key), plus the local stand-in model used by the demo and the tests.
 
 pub mod args;
+mod bench;
 pub mod commands;
 
 pub use commands::run;

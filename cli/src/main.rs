@@ -1,5 +1,9 @@
 use clap::Parser;
 
+/// mimalloc: the services allocate per request and per step, from many threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let _telemetry = agentq_shared::telemetry::init("agentq", "warn");

@@ -7,11 +7,16 @@
 //! same step is never queued twice that way; a resume after approval and a repair by the
 //! reconciler need ids of their own, or the skip would swallow them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use apalis_redis::RedisStorage;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// "Make step `step` of session `session_id` happen."
@@ -49,6 +54,9 @@ impl Push {
 pub struct QueueSettings {
     pub heartbeat_interval: Duration,
     pub missed_heartbeats: usize,
+    /// Jobs a worker fetches at a time: its concurrency, or it holds jobs another could run
+    /// (FIELD_NOTES).
+    pub batch_size: usize,
 }
 
 impl Default for QueueSettings {
@@ -56,6 +64,7 @@ impl Default for QueueSettings {
         Self {
             heartbeat_interval: Duration::from_secs(2),
             missed_heartbeats: 3,
+            batch_size: 10,
         }
     }
 }
@@ -72,6 +81,9 @@ pub struct EnqueueError {
 #[derive(Clone)]
 pub struct StepQueue {
     storage: RedisStorage<StepJob>,
+    /// For the wake-up announcements.
+    conn: ConnectionManager,
+    redis_url: String,
     name: String,
 }
 
@@ -84,12 +96,19 @@ impl StepQueue {
     ) -> anyhow::Result<Self> {
         let conn = crate::store::connect_redis(redis_url).await?;
         let name = Self::name_for(prefix);
+        // No task locks and no apalis pub/sub events: every effect is fenced in the store, and
+        // the events wake nobody (FIELD_NOTES); both cost Redis work on every step.
         let config = apalis_redis::Config::default()
             .queue(name.clone())
+            .lock_tasks(false)
+            .emit_events(false)
+            .batch_size(settings.batch_size.max(1))
             .heartbeat_interval(settings.heartbeat_interval)
             .missed_heartbeats(settings.missed_heartbeats);
         Ok(Self {
-            storage: RedisStorage::new(conn).with_config(config),
+            storage: RedisStorage::new(conn.clone()).with_config(config),
+            conn,
+            redis_url: redis_url.to_owned(),
             name,
         })
     }
@@ -103,7 +122,12 @@ impl StepQueue {
         &self.name
     }
 
-    /// Pushes the job with the id its purpose gives it.
+    /// The channel a push is announced on, so idle workers fetch at once.
+    fn wake_channel(&self) -> String {
+        format!("{}:wake", self.name)
+    }
+
+    /// Pushes the job with the id its purpose gives it, and wakes idle workers.
     pub async fn push(&self, job: StepJob, why: Push) -> Result<(), EnqueueError> {
         let mut storage = self.storage.clone();
         storage
@@ -113,13 +137,73 @@ impl StepQueue {
                 session_id: job.session_id,
                 step: job.step,
                 message: e.to_string(),
-            })
+            })?;
+        // A lost wake-up costs only the poll interval.
+        let woken: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(self.wake_channel())
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await;
+        if let Err(e) = woken {
+            tracing::debug!(error = %e, "cannot announce a push");
+        }
+        Ok(())
+    }
+
+    /// When a worker should fetch: every `poll_interval`, and at once when a push is announced.
+    /// apalis-redis's own announcement never fires (every push is scheduled, FIELD_NOTES), so
+    /// this listens on a channel of its own, reconnecting after Redis restarts.
+    pub fn fetch_signals(&self, poll_interval: Duration) -> BoxStream<'static, ()> {
+        let woken = Arc::new(Notify::new());
+        tokio::spawn(listen(
+            self.redis_url.clone(),
+            self.wake_channel(),
+            Arc::downgrade(&woken),
+        ));
+        let ticks = futures::stream::unfold((), move |()| async move {
+            tokio::time::sleep(poll_interval).await;
+            Some(((), ()))
+        });
+        let pushes = futures::stream::unfold(woken, |woken| async move {
+            woken.notified().await;
+            Some(((), woken))
+        });
+        futures::stream::select(ticks.boxed(), pushes.boxed()).boxed()
     }
 
     /// The storage a worker process polls (it should poll on an interval: apalis-redis's own
     /// pub/sub does not wake workers, FIELD_NOTES).
     pub fn worker_backend(&self) -> RedisStorage<StepJob> {
         self.storage.clone()
+    }
+}
+
+/// Forwards announcements on `channel` to `woken` until nobody holds it any more.
+async fn listen(redis_url: String, channel: String, woken: std::sync::Weak<Notify>) {
+    loop {
+        let subscribed = async {
+            let mut pubsub = redis::Client::open(redis_url.as_str())?
+                .get_async_pubsub()
+                .await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(pubsub) => {
+                let mut messages = pubsub.into_on_message();
+                while messages.next().await.is_some() {
+                    match woken.upgrade() {
+                        Some(woken) => woken.notify_one(),
+                        None => return,
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot listen for queue pushes; polling only"),
+        }
+        if woken.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

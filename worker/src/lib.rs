@@ -40,6 +40,7 @@ impl Context {
         let settings = QueueSettings {
             heartbeat_interval: config.durability.heartbeat,
             missed_heartbeats: config.durability.missed_heartbeats,
+            batch_size: config.concurrency,
         };
         let queue = StepQueue::connect(
             &config.store.redis_url,
@@ -92,7 +93,11 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     Monitor::new()
         .register(move |run| {
             WorkerBuilder::new(format!("{instance}-{run}"))
-                .backend(ctx.queue.worker_backend().poll_with_interval(poll_interval))
+                .backend(
+                    ctx.queue
+                        .worker_backend()
+                        .poll_with_stream(ctx.queue.fetch_signals(poll_interval)),
+                )
                 .data(ctx.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)

@@ -3,8 +3,8 @@
 
 use agentq_shared::queue::{Push, StepJob};
 use agentq_shared::schemas::{
-    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, FieldError, NUL_MESSAGE,
-    RunDefaults, SessionStatus,
+    AgentRunRequest, AgentRunResponse, ApprovalRequest, FieldError, NUL_MESSAGE, RunDefaults,
+    SessionStatus,
 };
 use agentq_shared::store::{
     ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, NewSession,
@@ -129,21 +129,20 @@ fn session_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found("session"))
 }
 
-/// A session of another org answers 404, exactly like a missing one.
-async fn owned_session(state: &AppState, org_id: Uuid, id: Uuid) -> Result<AgentSession, ApiError> {
-    match state.store.session(id).await? {
-        Some(session) if session.org_id == org_id => Ok(session),
-        _ => Err(ApiError::not_found("session")),
-    }
-}
-
+/// The session (an `AgentSession`), passed through as the store holds it. A session of
+/// another org answers 404, exactly like a missing one.
 pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Json<AgentSession>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
-    Ok(Json(owned_session(&state, principal.org_id, id).await?))
+    match state.store.session_json(id).await? {
+        Some((org_id, json)) if org_id == principal.org_id => {
+            Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+        }
+        _ => Err(ApiError::not_found("session")),
+    }
 }
 
 pub async fn cancel(

@@ -178,7 +178,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             print_value(json, &body, || render::tools(&body));
             Ok(0)
         }
-        Command::Admin(_) | Command::StandInLlm { .. } | Command::Tool(_) => {
+        Command::Admin(_) | Command::StandInLlm { .. } | Command::Tool(_) | Command::Bench(_) => {
             unreachable!("handled by commands::run")
         }
     }

@@ -11,6 +11,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Admin(admin) => admin::run(admin).await.map(|()| 0),
         Command::StandInLlm { listen } => crate::stand_in::serve(listen).await.map(|()| 0),
         Command::Tool(tool) => tool::run(tool).await,
+        Command::Bench(bench) => crate::bench::run(bench).await,
         other => client::run(other).await,
     }
 }

@@ -87,13 +87,18 @@ pub(super) async fn handle_messages(
     let request = parsed.unwrap_or(Value::Null);
     tracing::debug!(status = reply.status, "stand-in LLM call");
     // Recorded before any scripted delay, so that a client which times out still leaves a trace.
-    llm.lock().calls.push(RecordedCall {
-        status: reply.status,
-        request,
-        response: reply.body.clone(),
-        usage: reply.usage,
-        received_at,
-    });
+    {
+        let mut inner = llm.lock();
+        if !inner.unrecorded {
+            inner.calls.push(RecordedCall {
+                status: reply.status,
+                request,
+                response: reply.body.clone(),
+                usage: reply.usage,
+                received_at,
+            });
+        }
+    }
     if let Some(delay) = reply.delay {
         tokio::time::sleep(delay).await;
     }

@@ -82,6 +82,8 @@ pub struct RecordedCall {
 struct Inner {
     scripts: Vec<Script>,
     calls: Vec<RecordedCall>,
+    /// Calls are not kept (a long-running stand-in model, a benchmark).
+    unrecorded: bool,
 }
 
 struct Script {
@@ -111,6 +113,14 @@ impl std::fmt::Debug for FakeLlm {
 impl FakeLlm {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A server that keeps no record of its calls, so its memory stays flat however many it
+    /// answers (the demo's stand-in model, benchmarks).
+    pub fn unrecorded() -> Self {
+        let llm = Self::default();
+        llm.lock().unrecorded = true;
+        llm
     }
 
     /// Conversations whose first user message text contains `marker` are answered from
@@ -230,7 +240,7 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("binding the stand-in LLM to {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "agentq stand-in model (not Claude) listening on /v1/messages");
-    axum::serve(listener, FakeLlm::new().router())
+    axum::serve(listener, FakeLlm::unrecorded().router())
         .await
         .context("serving the stand-in LLM")
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::error::StoreResult;
 use super::model::{
     ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, Lease,
-    LlmCallRecord, NewSession, Principal, Repair, SessionState, Spend, StepRecord,
+    LlmCallRecord, NewSession, Principal, Repair, SessionState, Spend, StepRecord, Summary,
 };
 use crate::schemas::StepApproval;
 
@@ -126,6 +126,16 @@ pub trait Durable: Send + Sync {
     async fn release_lease(&self, lease: &Lease) -> StoreResult<()>;
     async fn holds_lease(&self, lease: &Lease) -> StoreResult<bool>;
     async fn cancel_requested(&self, id: Uuid) -> StoreResult<bool>;
+
+    // Administration (benchmarks and tests make databases of their own).
+    async fn create_database(&self, name: &str) -> StoreResult<()>;
+    async fn drop_database(&self, name: &str) -> StoreResult<()>;
+    /// Transactions committed in this database so far.
+    async fn transactions_committed(&self) -> StoreResult<u64>;
+
+    // Operators' views.
+    async fn summary(&self) -> StoreResult<Summary>;
+    async fn lease_holder(&self, id: Uuid) -> StoreResult<Option<String>>;
 
     // The reconciler.
     async fn lead(&self) -> StoreResult<Option<Box<dyn Leadership>>>;

@@ -12,8 +12,20 @@ use crate::schemas::AgentSession;
 pub trait HotCopy: Send + Sync {
     /// Whether this hot copy keeps anything (false for [`NoHotCopy`]).
     fn enabled(&self) -> bool;
-    /// The session's snapshot, if one is held.
-    async fn snapshot(&self, id: Uuid) -> Option<AgentSession>;
+    /// The session's snapshot as held (JSON of an `AgentSession`), if one is.
+    async fn snapshot_json(&self, id: Uuid) -> Option<String>;
+
+    /// The session's snapshot, if one is held and readable.
+    async fn snapshot(&self, id: Uuid) -> Option<AgentSession> {
+        let json = self.snapshot_json(id).await?;
+        match serde_json::from_str(&json) {
+            Ok(session) => Some(session),
+            Err(e) => {
+                tracing::warn!(session_id = %id, error = %e, "ignoring an unreadable session snapshot");
+                None
+            }
+        }
+    }
     /// Stores the snapshot unless a newer version is held, and announces the change on the
     /// session's channel. Returns whether the cancel flag is up (`None`: not known here).
     async fn put(&self, session: &AgentSession) -> Option<bool>;
@@ -33,7 +45,7 @@ impl HotCopy for NoHotCopy {
         false
     }
 
-    async fn snapshot(&self, _id: Uuid) -> Option<AgentSession> {
+    async fn snapshot_json(&self, _id: Uuid) -> Option<String> {
         None
     }
 

@@ -39,7 +39,7 @@ pub use hot::{HotCopy, NoHotCopy};
 pub use model::{
     ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending, Head,
     IdempotencyKey, Lease, LlmCallRecord, NewSession, Principal, Repair, SessionRecord,
-    SessionState, Spend, StepRecord, StepRun,
+    SessionState, Spend, StepRecord, StepRun, Summary,
 };
 pub use postgres::MIGRATOR;
 pub use redis::RedisHotCopy;

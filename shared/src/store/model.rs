@@ -363,6 +363,33 @@ pub struct ApprovalDecision {
     pub reason: Option<String>,
 }
 
+/// What the store holds, counted (for operators, metrics and benchmarks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub sessions_by_status: Vec<(SessionStatus, u64)>,
+    /// Steps whose decision is stored.
+    pub steps: u64,
+    /// Steps that are done (every call has its result, or the step was final).
+    pub steps_finished: u64,
+}
+
+impl Summary {
+    pub fn sessions(&self, status: SessionStatus) -> u64 {
+        self.sessions_by_status
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Sessions that ended, whatever the way.
+    pub fn finished(&self) -> u64 {
+        SessionStatus::TERMINAL
+            .iter()
+            .map(|s| self.sessions(*s))
+            .sum()
+    }
+}
+
 /// A stalled session claimed for re-enqueueing; `fence` makes the repair's job id unique.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repair {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::Store;
 use super::durable::Leadership;
 use super::error::StoreResult;
-use super::model::Repair;
+use super::model::{Repair, Summary};
 
 impl Store {
     /// Leadership of the reconciler, if no other process holds it.
@@ -37,6 +37,30 @@ impl Store {
             self.catch_up(head, |_| {}).await;
         }
         Ok(heads.iter().map(|h| h.id).collect())
+    }
+
+    /// Creates an empty database beside this one (benchmarks make their own).
+    pub async fn create_database(&self, name: &str) -> StoreResult<()> {
+        self.durable.create_database(name).await
+    }
+
+    pub async fn drop_database(&self, name: &str) -> StoreResult<()> {
+        self.durable.drop_database(name).await
+    }
+
+    /// Transactions committed in this database so far (benchmarks count them per step).
+    pub async fn transactions_committed(&self) -> StoreResult<u64> {
+        self.durable.transactions_committed().await
+    }
+
+    /// Sessions by status and steps, counted.
+    pub async fn summary(&self) -> StoreResult<Summary> {
+        self.durable.summary().await
+    }
+
+    /// The worker (process and attempt) holding a live lease on the session, if any.
+    pub async fn lease_holder(&self, id: Uuid) -> StoreResult<Option<String>> {
+        self.durable.lease_holder(id).await
     }
 
     /// Forgets idempotency keys older than `keep`.

@@ -69,24 +69,14 @@ impl HotCopy for RedisHotCopy {
         true
     }
 
-    async fn snapshot(&self, id: Uuid) -> Option<AgentSession> {
+    async fn snapshot_json(&self, id: Uuid) -> Option<String> {
         self.counters.hot("snapshot");
         let cached: redis::RedisResult<Option<String>> =
             self.conn.clone().get(self.key("session", id)).await;
-        match cached {
-            Ok(Some(json)) => match serde_json::from_str(&json) {
-                Ok(session) => Some(session),
-                Err(e) => {
-                    tracing::warn!(session_id = %id, error = %e, "ignoring an unreadable session snapshot");
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(session_id = %id, error = %e, "Redis unavailable; reading the session from Postgres");
-                None
-            }
-        }
+        cached.unwrap_or_else(|e| {
+            tracing::warn!(session_id = %id, error = %e, "Redis unavailable; reading the session from Postgres");
+            None
+        })
     }
 
     async fn put(&self, session: &AgentSession) -> Option<bool> {

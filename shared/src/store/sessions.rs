@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::durable::{Approved, Cancelled};
-use super::error::StoreResult;
+use super::error::{StoreError, StoreResult};
 use super::model::{
     ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, NewSession, Principal,
     SessionRecord, SessionState,
@@ -92,6 +92,27 @@ impl Store {
             return Ok(Some(session));
         }
         self.reload(id).await
+    }
+
+    /// The session as JSON, for answering a poll without decoding and encoding it again:
+    /// `(org_id, json)` from the hot copy when it holds a readable snapshot, else from the
+    /// durable store (which then refills the hot copy).
+    pub async fn session_json(&self, id: Uuid) -> StoreResult<Option<(Uuid, String)>> {
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            org_id: Uuid,
+        }
+        if let Some(json) = self.hot.snapshot_json(id).await
+            && let Ok(owner) = serde_json::from_str::<Owner>(&json)
+        {
+            return Ok(Some((owner.org_id, json)));
+        }
+        let Some(session) = self.reload(id).await? else {
+            return Ok(None);
+        };
+        let json = serde_json::to_string(&session)
+            .map_err(|e| StoreError::Backend(format!("cannot encode a session: {e}")))?;
+        Ok(Some((session.org_id, json)))
     }
 
     /// The session read whole from the durable store, written through to the hot copy.

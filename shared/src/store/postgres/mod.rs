@@ -24,7 +24,7 @@ use super::durable::{Approved, Cancelled, DecisionStored, Durable, Leadership};
 use super::error::{StoreError, StoreResult};
 use super::model::{
     ApprovalDecision, Begin, Created, Decision, Ending, Head, Lease, LlmCallRecord, NewSession,
-    Principal, Repair, SessionState, Spend,
+    Principal, Repair, SessionState, Spend, Summary,
 };
 
 /// The migrations in `migrations/` (tests apply them down and up again).
@@ -265,6 +265,28 @@ impl Durable for PgDurable {
     async fn cancel_requested(&self, id: Uuid) -> StoreResult<bool> {
         self.count("cancel_requested");
         steps::cancel_requested(&self.pool, id).await
+    }
+
+    async fn create_database(&self, name: &str) -> StoreResult<()> {
+        reconcile::create_database(&self.pool, name).await
+    }
+
+    async fn drop_database(&self, name: &str) -> StoreResult<()> {
+        reconcile::drop_database(&self.pool, name).await
+    }
+
+    async fn transactions_committed(&self) -> StoreResult<u64> {
+        reconcile::transactions_committed(&self.pool).await
+    }
+
+    async fn summary(&self) -> StoreResult<Summary> {
+        self.count("summary");
+        reconcile::summary(&self.pool).await
+    }
+
+    async fn lease_holder(&self, id: Uuid) -> StoreResult<Option<String>> {
+        self.count("lease_holder");
+        reconcile::lease_holder(&self.pool, id).await
     }
 
     async fn lead(&self) -> StoreResult<Option<Box<dyn Leadership>>> {

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::super::error::StoreResult;
-use super::super::model::{Head, Repair};
-use super::rows::HeadRow;
+use super::super::model::{Head, Repair, Summary};
+use super::rows::{HeadRow, status};
 
 /// Any fixed 64-bit number, the same in every worker ("agentqrc").
 const ADVISORY_LOCK: i64 = 0x6167_656e_7471_7263;
@@ -122,4 +123,82 @@ pub(super) async fn forget_idempotency_keys(pool: &PgPool, keep: Duration) -> St
     .execute(pool)
     .await?;
     Ok(deleted.rows_affected())
+}
+
+type StatusCounts = std::collections::BTreeMap<String, u64>;
+
+/// Sessions by status and steps, counted.
+pub(super) async fn summary(pool: &PgPool) -> StoreResult<Summary> {
+    let row = sqlx::query!(
+        r#"SELECT (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
+                   FROM (SELECT status, count(*) AS n FROM sessions GROUP BY status) s)
+                      AS "by_status!: Json<StatusCounts>",
+                  (SELECT count(*) FROM steps) AS "steps!",
+                  (SELECT count(*) FROM steps WHERE finished_at IS NOT NULL) AS "finished!""#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Summary {
+        sessions_by_status: row
+            .by_status
+            .0
+            .into_iter()
+            .map(|(s, n)| Ok((status(&s)?, n)))
+            .collect::<StoreResult<_>>()?,
+        steps: row.steps.max(0) as u64,
+        steps_finished: row.finished.max(0) as u64,
+    })
+}
+
+/// The worker (process and attempt) holding a live lease on the session, if any.
+pub(super) async fn lease_holder(pool: &PgPool, id: Uuid) -> StoreResult<Option<String>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT lease_owner FROM sessions WHERE id = $1 AND lease_until > now()",
+        id
+    )
+    .fetch_optional(pool)
+    .await?
+    .flatten())
+}
+
+/// A database name that needs no quoting.
+fn plain_name(name: &str) -> StoreResult<&str> {
+    let plain = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        Ok(name)
+    } else {
+        Err(super::super::error::StoreError::Conflict(format!(
+            "{name:?} is not a plain database name (lower-case letters, digits, _)"
+        )))
+    }
+}
+
+pub(super) async fn create_database(pool: &PgPool, name: &str) -> StoreResult<()> {
+    let sql = format!("CREATE DATABASE {}", plain_name(name)?);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn drop_database(pool: &PgPool, name: &str) -> StoreResult<()> {
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", plain_name(name)?);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn transactions_committed(pool: &PgPool) -> StoreResult<u64> {
+    let committed = sqlx::query_scalar!(
+        r#"SELECT xact_commit AS "committed!" FROM pg_stat_database WHERE datname = current_database()"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(committed.max(0) as u64)
 }

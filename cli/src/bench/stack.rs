@@ -1,0 +1,269 @@
+//! A whole agentq on loopback for one benchmark: a fresh database on the Postgres at
+//! `DATABASE_URL`, a Redis key prefix of its own on `REDIS_URL`, the stand-in model in this
+//! process (no delay, no call records), and the real `agentq-api` and `agentq-worker` binaries
+//! as child processes, killed when the stack is dropped.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use agentq_shared::store::{Store, Summary};
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::stand_in::FakeLlm;
+
+pub struct Stack {
+    pub llm: FakeLlm,
+    pub api_url: String,
+    pub key: String,
+    pub http: reqwest::Client,
+    store: Store,
+    admin_url: String,
+    database: String,
+    redis_url: String,
+    pub prefix: String,
+    env: Vec<(String, String)>,
+    api: Option<Child>,
+    workers: Vec<Child>,
+}
+
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+/// A binary next to this one (`cargo build --release --workspace --bins` builds them all).
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the binaries with `cargo build --release --workspace --bins` \
+             (deploy/bench.sh does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Stack {
+    /// The database, the prefix and the stand-in model; no process yet.
+    pub async fn new(label: &str) -> anyhow::Result<Self> {
+        let admin_url = admin_url();
+        let database = format!("agentq_bench_{label}_{}", Uuid::new_v4().simple());
+        let admin = Store::connect_durable(&admin_url).await?;
+        admin
+            .create_database(&database)
+            .await
+            .with_context(|| format!("creating database {database}"))?;
+        let mut url = url::Url::parse(&admin_url).context("DATABASE_URL is not a URL")?;
+        url.set_path(&database);
+        let database_url = url.to_string();
+        let store = Store::connect_durable(&database_url).await?;
+        store.migrate().await?;
+        let (_, key) = store.create_api_key("bench").await?;
+
+        let llm = FakeLlm::unrecorded();
+        let llm_addr = llm.spawn().await?;
+        let prefix = format!("agentq-bench-{}", Uuid::new_v4().simple());
+        let port = free_port()?;
+        let api_url = format!("http://127.0.0.1:{port}");
+        let redis_url = redis_url();
+        let env = [
+            ("DATABASE_URL", database_url.as_str()),
+            ("REDIS_URL", redis_url.as_str()),
+            ("AGENTQ_REDIS_PREFIX", prefix.as_str()),
+            ("AGENTQ_LISTEN", &format!("127.0.0.1:{port}")),
+            ("ANTHROPIC_API_KEY", "bench"),
+            ("ANTHROPIC_BASE_URL", &format!("http://{llm_addr}")),
+            ("AGENTQ_TEST_TOOLS", "true"),
+            ("AGENTQ_SANDBOX", "off"),
+            ("AGENTQ_LLM_ATTEMPTS", "1"),
+            ("RUST_LOG", "warn"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        Ok(Self {
+            llm,
+            api_url,
+            key,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            store,
+            admin_url,
+            database,
+            redis_url,
+            prefix,
+            env,
+            api: None,
+            workers: Vec::new(),
+        })
+    }
+
+    fn spawn(&self, name: &str) -> anyhow::Result<Child> {
+        let mut command = Command::new(binary(name)?);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        command.spawn().with_context(|| format!("starting {name}"))
+    }
+
+    /// Starts the API and waits until it answers.
+    pub async fn start_api(&mut self) -> anyhow::Result<()> {
+        self.api = Some(self.spawn("agentq-api")?);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = self
+                .http
+                .get(format!("{}/healthz", self.api_url))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("agentq-api did not answer /healthz within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts `n` more workers.
+    pub fn start_workers(&mut self, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            let worker = self.spawn("agentq-worker")?;
+            self.workers.push(worker);
+        }
+        Ok(())
+    }
+
+    /// Stops every worker (SIGKILL) and waits for them.
+    pub async fn stop_workers(&mut self) {
+        for mut worker in self.workers.drain(..) {
+            let _ = worker.kill().await;
+        }
+    }
+
+    pub fn api_pid(&self) -> Option<u32> {
+        self.api.as_ref().and_then(Child::id)
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(Child::id).collect()
+    }
+
+    /// SIGKILLs the worker with this pid and starts another in its place.
+    pub async fn replace_worker(&mut self, pid: u32) -> anyhow::Result<()> {
+        if let Some(at) = self.workers.iter().position(|w| w.id() == Some(pid)) {
+            let mut worker = self.workers.remove(at);
+            let _ = worker.kill().await;
+        }
+        self.start_workers(1)
+    }
+
+    pub async fn summary(&self) -> anyhow::Result<Summary> {
+        Ok(self.store.summary().await?)
+    }
+
+    pub async fn lease_holder(&self, id: Uuid) -> anyhow::Result<Option<String>> {
+        Ok(self.store.lease_holder(id).await?)
+    }
+
+    /// Postgres transactions committed in the bench database so far.
+    pub async fn transactions(&self) -> anyhow::Result<u64> {
+        Ok(self.store.transactions_committed().await?)
+    }
+
+    /// Redis commands served so far (all clients).
+    pub async fn redis_commands(&self) -> anyhow::Result<u64> {
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut conn)
+            .await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .context("Redis INFO has no total_commands_processed")
+    }
+}
+
+/// Resident memory of a process, in MB.
+pub fn resident_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for child in self.workers.iter_mut().chain(self.api.as_mut()) {
+            let _ = child.start_kill();
+        }
+        let (admin, database, redis_url, prefix) = (
+            self.admin_url.clone(),
+            self.database.clone(),
+            self.redis_url.clone(),
+            self.prefix.clone(),
+        );
+        // Best effort, on a runtime of its own: the database and the Redis keys of this run.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Ok(store) = Store::connect_durable(&admin).await {
+                    let _ = store.drop_database(&database).await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url.as_str())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    for chunk in keys.chunks(500) {
+                        let _: redis::RedisResult<()> =
+                            redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
