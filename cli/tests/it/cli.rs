@@ -129,3 +129,34 @@ async fn missing_or_malformed_configuration_names_the_variable() {
         assert!(stderr.contains(expected), "{binary} {var}: {stderr}");
     }
 }
+
+/// `agentq bench api` and `agentq bench steps` run end to end (a smoke run: quick, one second
+/// per measurement) and write their figures; the figures themselves are not judged here.
+#[tokio::test]
+async fn the_api_and_steps_benchmarks_run_and_write_their_figures() {
+    let env = TestEnv::new().await;
+    let out = std::env::temp_dir().join(format!("agentq-bench-{}", uuid::Uuid::new_v4().simple()));
+    for what in ["api", "steps"] {
+        let output = env
+            .command("agentq")
+            .env("DATABASE_URL", crate::harness::admin_database_url())
+            .args(["bench", what, "--quick", "--seconds", "1", "--out"])
+            .arg(&out)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{what}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(out.join(format!("{what}.json"))).unwrap())
+                .unwrap();
+        let rows = report["tables"][0]["rows"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{report}");
+        assert!(stdout.contains("figures written to"), "{stdout}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
