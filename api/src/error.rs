@@ -34,6 +34,14 @@ impl ApiError {
         )
     }
 
+    /// 422 naming one field.
+    pub fn invalid(field: &str, message: &str) -> Self {
+        Self::Validation(vec![FieldError {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        }])
+    }
+
     pub fn client(status: StatusCode, code: &'static str, message: &str) -> Self {
         Self::Client {
             status,

@@ -54,12 +54,15 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
+        .route("/v1/agents", get(routes::agents::list))
         .route("/v1/agents/run", post(routes::agents::run))
         .route("/v1/agents/{id}", get(routes::agents::get))
+        .route("/v1/agents/{id}/events", get(routes::events::stream))
         .route("/v1/agents/{id}/cancel", post(routes::agents::cancel))
         .route("/v1/agents/{id}/approve", post(routes::agents::approve))
         .route("/v1/tools", get(routes::tools::list))
         .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
         .fallback(|| async {
             ApiError::client(StatusCode::NOT_FOUND, "not_found", "no such route")
         })

@@ -122,6 +122,13 @@ impl StepQueue {
         &self.name
     }
 
+    /// Answers when the queue's Redis does.
+    pub async fn ping(&self) -> Result<(), String> {
+        let pong: redis::RedisResult<String> =
+            redis::cmd("PING").query_async(&mut self.conn.clone()).await;
+        pong.map(|_| ()).map_err(|e| e.to_string())
+    }
+
     /// The channel a push is announced on, so idle workers fetch at once.
     fn wake_channel(&self) -> String {
         format!("{}:wake", self.name)

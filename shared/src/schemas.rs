@@ -311,6 +311,74 @@ pub struct AgentSession {
     pub version: i64,
 }
 
+/// One event of a session's stream (`GET /v1/agents/{id}/events`), numbered 1, 2, 3, ... per
+/// session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEvent {
+    pub seq: i64,
+    pub kind: EventKind,
+    /// `status`: `{status, error}`. `step`: `{step, phase: "decided", thought, actions, is_final,
+    /// final_answer}` or `{step, phase: "observed", call, observation}`. `approval`: `{state:
+    /// "pending", step, calls, expires_at}` or `{state: "decided", step, approved, reason,
+    /// decided_by, decided_at}`. `done`: `{status, final_answer, error, totals}`.
+    pub data: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The session's status changed.
+    Status,
+    /// A step's decision, or one of its results, was stored.
+    Step,
+    /// Tool calls wait for a human, or a human decided.
+    Approval,
+    /// The session ended; the last event of the stream.
+    Done,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Step => "step",
+            Self::Approval => "approval",
+            Self::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Status, Self::Step, Self::Approval, Self::Done]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A session in a listing (`GET /v1/agents`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub session_id: Uuid,
+    pub status: SessionStatus,
+    pub model: String,
+    /// Steps decided so far.
+    pub steps: u32,
+    /// From the cost ledger; `None` if a call had no known price.
+    pub cost_usd: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<SessionError>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of `GET /v1/agents`, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionSummary>,
+    /// Pass as `cursor` for the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

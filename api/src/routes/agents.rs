@@ -1,20 +1,25 @@
-//! Agent sessions: start one, read it, cancel it, decide its approvals. The API never calls an
+//! Agent sessions: start one, list them, read one (or wait for its next change), cancel it,
+//! decide its approvals. The API never calls an
 //! LLM or runs a tool: it writes the session, enqueues step 0 and reads what workers write.
+
+use std::time::Duration;
 
 use agentq_shared::queue::{Push, StepJob};
 use agentq_shared::schemas::{
-    AgentRunRequest, AgentRunResponse, ApprovalRequest, FieldError, NUL_MESSAGE, RunDefaults,
-    SessionStatus,
+    AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, FieldError, NUL_MESSAGE,
+    RunDefaults, SessionList, SessionStatus,
 };
 use agentq_shared::store::{
-    ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, NewSession,
-    sha256_hex,
+    ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, ListQuery,
+    NewSession, sha256_hex,
 };
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -125,24 +130,188 @@ pub async fn run(
 }
 
 /// A session id from the path; one that doesn't parse is simply not found.
-fn session_id(id: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn session_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found("session"))
 }
 
-/// The session (an `AgentSession`), passed through as the store holds it. A session of
-/// another org answers 404, exactly like a missing one.
+/// The session, if it is this org's: a session of another org answers 404, exactly like a
+/// missing one.
+pub(crate) async fn owned(
+    state: &AppState,
+    org_id: Uuid,
+    id: Uuid,
+) -> Result<AgentSession, ApiError> {
+    match state.store.session(id).await? {
+        Some(session) if session.org_id == org_id => Ok(session),
+        _ => Err(ApiError::not_found("session")),
+    }
+}
+
+/// The longest a long-poll waits.
+pub const MAX_WAIT_SECS: u64 = 60;
+
+#[derive(Debug, Deserialize)]
+pub struct GetQuery {
+    /// Long-poll: wait up to this many seconds (at most 60) for a change.
+    pub wait: Option<String>,
+    /// With `wait`: answer once the session has a step after this one.
+    pub after_step: Option<String>,
+}
+
+/// The session (an `AgentSession`). Without `wait`, it is passed through as the store holds it.
+/// With `wait=S`, the answer comes as soon as the session has a step after `after_step` or a
+/// status other than the one it had when the call came (at once when it has finished), else
+/// after S seconds with the session as it is.
 pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
+    Query(query): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
-    match state.store.session_json(id).await? {
-        Some((org_id, json)) if org_id == principal.org_id => {
-            Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+    let wait = match query.wait.as_deref() {
+        None => None,
+        Some(wait) => Some(
+            wait.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|w| *w <= MAX_WAIT_SECS)
+                .ok_or_else(|| {
+                    ApiError::invalid("wait", "must be a whole number of seconds from 0 to 60")
+                })?,
+        ),
+    };
+    let after_step = match query.after_step.as_deref() {
+        None => None,
+        Some(n) => Some(n.trim().parse::<u32>().map_err(|_| {
+            ApiError::invalid(
+                "after_step",
+                "must be a step index (a whole number, 0 or more)",
+            )
+        })?),
+    };
+    let Some(wait) = wait else {
+        return match state.store.session_json(id).await? {
+            Some((org_id, json)) if org_id == principal.org_id => {
+                Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+            }
+            _ => Err(ApiError::not_found("session")),
+        };
+    };
+    let session = long_poll(&state, principal.org_id, id, wait, after_step).await?;
+    Ok(Json(session).into_response())
+}
+
+async fn long_poll(
+    state: &AppState,
+    org_id: Uuid,
+    id: Uuid,
+    wait: u64,
+    after_step: Option<u32>,
+) -> Result<AgentSession, ApiError> {
+    // Listen before reading, so a change between the two is not missed.
+    let mut feed = state.store.changes(id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let first = owned(state, org_id, id).await?;
+    let ready = |s: &AgentSession| {
+        s.status.is_terminal()
+            || s.status != first.status
+            || after_step.is_some_and(|n| s.steps.iter().any(|step| step.index > n))
+    };
+    let mut session = first.clone();
+    while !ready(&session) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
         }
-        _ => Err(ApiError::not_found("session")),
+        let pause = left.min(Duration::from_secs(1));
+        match &mut feed {
+            Some(feed) => {
+                let _ = tokio::time::timeout(pause, feed.changed()).await;
+            }
+            None => tokio::time::sleep(pause.min(Duration::from_millis(250))).await,
+        }
+        session = owned(state, org_id, id).await?;
     }
+    Ok(session)
+}
+
+/// The largest page of `GET /v1/agents`.
+pub const MAX_PAGE: u32 = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    pub status: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/agents`: the org's sessions, newest first, a page at a time.
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Query(params): Query<ListParams>,
+) -> Result<Json<SessionList>, ApiError> {
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(SessionStatus::parse(s.trim()).ok_or_else(|| {
+            ApiError::invalid(
+                "status",
+                "must be one of pending, running, awaiting_approval, completed, failed, cancelled",
+            )
+        })?),
+    };
+    let limit = match params.limit.as_deref() {
+        None => 20,
+        Some(l) => l
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 100"))?,
+    };
+    let after = match params.cursor.as_deref() {
+        None | Some("") => None,
+        Some(cursor) => Some(
+            decode_cursor(cursor)
+                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API gave"))?,
+        ),
+    };
+    let sessions = state
+        .store
+        .list_sessions(&ListQuery {
+            org_id: principal.org_id,
+            status,
+            limit,
+            after,
+        })
+        .await?;
+    let next_cursor = (sessions.len() == limit as usize)
+        .then(|| {
+            sessions
+                .last()
+                .map(|s| encode_cursor(s.created_at, s.session_id))
+        })
+        .flatten();
+    Ok(Json(SessionList {
+        sessions,
+        next_cursor,
+    }))
+}
+
+/// A cursor is the last session of a page (its creation time in microseconds and its id),
+/// opaque to clients.
+fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+    hex::encode(format!("{}.{}", created_at.timestamp_micros(), id.simple()))
+}
+
+fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let text = String::from_utf8(hex::decode(cursor.trim()).ok()?).ok()?;
+    let (micros, id) = text.split_once('.')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
 }
 
 pub async fn cancel(

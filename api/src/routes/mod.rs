@@ -1,3 +1,4 @@
 pub mod agents;
+pub mod events;
 pub mod health;
 pub mod tools;

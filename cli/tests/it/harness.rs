@@ -252,6 +252,32 @@ impl TestEnv {
         }
     }
 
+    /// Starts another API process on a port of its own, with `vars` set on top of the
+    /// environment; returns its URL once it answers.
+    pub async fn start_another_api(&mut self, vars: &[(&str, &str)]) -> (usize, String) {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let saved = self.env.clone();
+        self.set("AGENTQ_LISTEN", &format!("127.0.0.1:{port}"));
+        for (var, value) in vars {
+            self.set(var, value);
+        }
+        let index = self.spawn("agentq-api");
+        self.env = saved;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let health = self.http.get(format!("{url}/healthz")).send().await;
+            if health.is_ok_and(|response| response.status().is_success()) {
+                return (index, url);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the second agentq-api did not answer /healthz within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts a worker process; the index is for `kill`/`terminate`.
     pub fn start_worker(&mut self) -> usize {
         self.spawn("agentq-worker")

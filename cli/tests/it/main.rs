@@ -13,6 +13,7 @@ mod durability;
 mod hardening;
 mod harness;
 mod llm;
+mod observe;
 mod sessions;
 mod sql;
 mod web;

@@ -11,10 +11,11 @@ use uuid::Uuid;
 
 use super::error::StoreResult;
 use super::model::{
-    ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, Lease,
+    ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, Lease, ListQuery,
     LlmCallRecord, NewSession, Principal, Repair, SessionState, Spend, StepRecord, Summary,
 };
 use crate::schemas::StepApproval;
+use crate::schemas::{SessionEvent, SessionSummary};
 
 /// What a cancel request changed.
 #[derive(Debug, Clone)]
@@ -31,6 +32,14 @@ pub enum Approved {
     Recorded { head: Head, approval: StepApproval },
     Expired(Head),
     Outcome(ApprovalOutcome),
+}
+
+/// What a decision tells the session's event stream: the `step` event, and the totals its
+/// `done` event carries when the decision ends the session.
+#[derive(Debug, Clone)]
+pub struct Announced {
+    pub step: serde_json::Value,
+    pub totals: Option<serde_json::Value>,
 }
 
 /// A stored decision and the session fields after it.
@@ -91,6 +100,7 @@ pub trait Durable: Send + Sync {
         call: Option<&LlmCallRecord>,
         decision: &Decision,
         ending: Option<&Ending>,
+        events: &Announced,
     ) -> StoreResult<DecisionStored>;
     /// Marks call `call` of the step as started; false if an earlier delivery already had.
     async fn mark_call_started(&self, lease: &Lease, step: u32, call: usize) -> StoreResult<bool>;
@@ -103,6 +113,7 @@ pub trait Durable: Send + Sync {
         call: usize,
         observation: &serde_json::Value,
         advance: bool,
+        event: &serde_json::Value,
     ) -> StoreResult<Head>;
     /// Moves the session from `step` to the next one and releases the lease.
     async fn advance(&self, lease: &Lease, step: u32) -> StoreResult<Head>;
@@ -113,15 +124,22 @@ pub trait Durable: Send + Sync {
         step: u32,
         expires_at: DateTime<Utc>,
         reviews: &serde_json::Value,
+        event: &serde_json::Value,
     ) -> StoreResult<Head>;
     /// Ends an unfinished session; with a lease, only while it is held. `None`: it had
     /// already ended.
+    /// Its `done` event carries `totals` (read from the ledger when not given).
     async fn end_session(
         &self,
         id: Uuid,
         lease: Option<&Lease>,
         ending: &Ending,
+        totals: Option<&serde_json::Value>,
     ) -> StoreResult<Option<Head>>;
+    /// A session's events after `after`, in order, at most `limit`.
+    async fn events(&self, id: Uuid, after: i64, limit: i64) -> StoreResult<Vec<SessionEvent>>;
+    /// An org's sessions, newest first, after `cursor`.
+    async fn list(&self, query: &ListQuery) -> StoreResult<Vec<SessionSummary>>;
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<bool>;
     async fn release_lease(&self, lease: &Lease) -> StoreResult<()>;
     async fn holds_lease(&self, lease: &Lease) -> StoreResult<bool>;

@@ -34,6 +34,19 @@ pub trait HotCopy: Send + Sync {
     async fn cancel_flagged(&self, id: Uuid) -> Option<bool>;
     /// Answers when the hot copy is reachable (`Ok` when there is none to reach).
     async fn ping(&self) -> Result<(), String>;
+    /// Notifications of the session's new versions, as they are written (`None`: this hot copy
+    /// cannot tell; poll the durable store).
+    fn changes(&self, id: Uuid) -> Option<ChangeFeed>;
+}
+
+/// Wakes when a session has a new version (possibly several at once).
+pub struct ChangeFeed(pub(super) tokio::sync::watch::Receiver<i64>);
+
+impl ChangeFeed {
+    /// Waits for the next change; false when the feed is gone (the hot copy shut down).
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
 }
 
 /// No hot copy: polls read the durable store, cancel checks ask it too.
@@ -61,5 +74,9 @@ impl HotCopy for NoHotCopy {
 
     async fn ping(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    fn changes(&self, _id: Uuid) -> Option<ChangeFeed> {
+        None
     }
 }

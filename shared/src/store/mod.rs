@@ -35,10 +35,10 @@ use uuid::Uuid;
 pub use counters::{Count, Counters};
 pub use durable::{Durable, Leadership};
 pub use error::{StoreError, StoreResult};
-pub use hot::{HotCopy, NoHotCopy};
+pub use hot::{ChangeFeed, HotCopy, NoHotCopy};
 pub use model::{
     ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending, Head,
-    IdempotencyKey, Lease, LlmCallRecord, NewSession, Principal, Repair, SessionRecord,
+    IdempotencyKey, Lease, ListQuery, LlmCallRecord, NewSession, Principal, Repair, SessionRecord,
     SessionState, Spend, StepRecord, StepRun, Summary,
 };
 pub use postgres::MIGRATOR;
@@ -84,6 +84,7 @@ impl Store {
         let hot: Arc<dyn HotCopy> = match config.hot_copy {
             HotCopyMode::Redis => Arc::new(RedisHotCopy::new(
                 connect_redis(&config.redis_url).await?,
+                &config.redis_url,
                 &config.redis_prefix,
                 config.snapshot_ttl,
                 counters.clone(),

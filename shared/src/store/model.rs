@@ -182,6 +182,15 @@ impl Spend {
         self.cost_usd = self.cost_usd.zip(other.cost_usd).map(|(a, b)| a + b);
     }
 
+    /// What one call adds.
+    pub fn of(call: &LlmCallRecord) -> Self {
+        Self {
+            calls: 1,
+            usage: call.usage,
+            cost_usd: call.cost_usd,
+        }
+    }
+
     pub fn zero() -> Self {
         Self {
             calls: 0,
@@ -388,6 +397,16 @@ impl Summary {
             .map(|s| self.sessions(*s))
             .sum()
     }
+}
+
+/// A page of an org's sessions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub org_id: Uuid,
+    pub status: Option<SessionStatus>,
+    pub limit: u32,
+    /// The page starts after this session (its creation time and id).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
 /// A stalled session claimed for re-enqueueing; `fence` makes the repair's job id unique.

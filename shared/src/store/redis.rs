@@ -4,16 +4,20 @@
 //! it skips a version older than the one held, announces the new one, and reports the cancel
 //! flag, so a step learns of a cancel without a command of its own.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::counters::Counters;
-use super::hot::HotCopy;
+use super::hot::{ChangeFeed, HotCopy};
 use crate::schemas::AgentSession;
 
 /// KEYS: snapshot, its version, cancel flag. ARGV: JSON, version, TTL seconds, channel.
@@ -31,25 +35,89 @@ const CANCEL_FLAG_TTL: u64 = 24 * 3600;
 
 pub struct RedisHotCopy {
     conn: ConnectionManager,
+    redis_url: String,
     prefix: String,
     ttl: Duration,
     put: redis::Script,
     counters: Arc<Counters>,
+    feeds: Arc<Feeds>,
+}
+
+/// The change channels of this process's followers: one pattern subscription for all of them,
+/// fanned out per session.
+#[derive(Default)]
+struct Feeds {
+    senders: std::sync::Mutex<HashMap<Uuid, watch::Sender<i64>>>,
+    listening: std::sync::atomic::AtomicBool,
+}
+
+impl Feeds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<i64>>> {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscribe(&self, id: Uuid) -> watch::Receiver<i64> {
+        let mut senders = self.lock();
+        senders.retain(|_, sender| sender.receiver_count() > 0);
+        senders
+            .entry(id)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn notify(&self, id: Uuid, version: i64) {
+        if let Some(sender) = self.lock().get(&id) {
+            sender.send_replace(version);
+        }
+    }
+}
+
+/// Listens on `{prefix}:changed:*` for as long as the process runs, reconnecting after Redis
+/// restarts. (A change missed while disconnected is found by the followers' periodic re-read.)
+async fn listen(redis_url: String, prefix: String, feeds: Arc<Feeds>) {
+    let pattern = format!("{prefix}:changed:*");
+    loop {
+        let subscribed = async {
+            let mut pubsub = redis::Client::open(redis_url.as_str())?
+                .get_async_pubsub()
+                .await?;
+            pubsub.psubscribe(&pattern).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(pubsub) => {
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let channel = message.get_channel_name();
+                    let id = channel.rsplit(':').next().and_then(|id| id.parse().ok());
+                    let version: i64 = message.get_payload().unwrap_or_default();
+                    if let Some(id) = id {
+                        feeds.notify(id, version);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot follow session changes; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 impl RedisHotCopy {
     pub fn new(
         conn: ConnectionManager,
+        redis_url: &str,
         prefix: &str,
         ttl: Duration,
         counters: Arc<Counters>,
     ) -> Self {
         Self {
             conn,
+            redis_url: redis_url.to_owned(),
             prefix: prefix.to_owned(),
             ttl,
             put: redis::Script::new(PUT),
             counters,
+            feeds: Arc::default(),
         }
     }
 
@@ -134,5 +202,16 @@ impl HotCopy for RedisHotCopy {
         let pong: redis::RedisResult<String> =
             redis::cmd("PING").query_async(&mut self.conn.clone()).await;
         pong.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn changes(&self, id: Uuid) -> Option<ChangeFeed> {
+        if !self.feeds.listening.swap(true, Ordering::SeqCst) {
+            tokio::spawn(listen(
+                self.redis_url.clone(),
+                self.prefix.clone(),
+                self.feeds.clone(),
+            ));
+        }
+        Some(ChangeFeed(self.feeds.subscribe(id)))
     }
 }

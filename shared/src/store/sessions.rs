@@ -7,12 +7,13 @@ use uuid::Uuid;
 
 use super::durable::{Approved, Cancelled};
 use super::error::{StoreError, StoreResult};
+use super::hot::ChangeFeed;
 use super::model::{
-    ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, NewSession, Principal,
+    ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, ListQuery, NewSession, Principal,
     SessionRecord, SessionState,
 };
 use super::{Store, view};
-use crate::schemas::{AgentSession, SessionStatus};
+use crate::schemas::{AgentSession, SessionEvent, SessionStatus, SessionSummary};
 
 const KEY_PREFIX: &str = "aq_";
 
@@ -174,5 +175,22 @@ impl Store {
             Approved::Outcome(outcome) => return Ok((outcome, None)),
         };
         Ok((outcome, self.session(id).await?))
+    }
+}
+
+impl Store {
+    /// A session's events after `after`, in order (at most 500 at a time).
+    pub async fn events(&self, id: Uuid, after: i64) -> StoreResult<Vec<SessionEvent>> {
+        self.durable.events(id, after, 500).await
+    }
+
+    /// Notifications of a session's changes, when the hot copy can give them.
+    pub fn changes(&self, id: Uuid) -> Option<ChangeFeed> {
+        self.hot.changes(id)
+    }
+
+    /// An org's sessions, newest first.
+    pub async fn list_sessions(&self, query: &ListQuery) -> StoreResult<Vec<SessionSummary>> {
+        self.durable.list(query).await
     }
 }

@@ -7,9 +7,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::Store;
+use serde_json::json;
+
+use super::durable::Announced;
 use super::error::{StoreError, StoreResult};
-use super::model::{Begin, Decision, Ending, Lease, LlmCallRecord, StepRun};
+use super::model::{Begin, Decision, Ending, Lease, LlmCallRecord, Spend, StepRun};
+use super::{Store, view};
 use crate::schemas::CallReview;
 
 /// Whether a cancel is known after a transition (the durable flag it returned, or the hot
@@ -60,9 +63,22 @@ impl Store {
         decision: &Decision,
         ending: Option<&Ending>,
     ) -> StoreResult<CancelSeen> {
+        let events = Announced {
+            step: json!({"step": run.step, "phase": "decided", "thought": decision.thought,
+                "actions": decision.actions, "is_final": decision.is_final,
+                "final_answer": decision.final_answer, "invalid_output": decision.invalid_output}),
+            totals: ending.map(|_| {
+                let mut spend = run.state.total_spend();
+                if let Some(call) = call {
+                    spend.add(&Spend::of(call));
+                }
+                let steps = run.state.steps.len() + usize::from(run.current().is_none());
+                json!(view::totals(steps, &spend))
+            }),
+        };
         let stored = self
             .durable
-            .record_decision(&run.lease, run.step, call, decision, ending)
+            .record_decision(&run.lease, run.step, call, decision, ending, &events)
             .await?;
         if let Some(spend) = stored.spend {
             let mut total = run.state.spend_of(run.step);
@@ -100,9 +116,11 @@ impl Store {
         let step = run.step;
         let calls = run.current().map_or(0, |s| s.actions.len());
         let last = may_advance && call + 1 >= calls;
+        let event = json!({"step": step, "phase": "observed", "call": call,
+            "observation": observation});
         let head = self
             .durable
-            .record_observation(&run.lease, step, call, &observation, last)
+            .record_observation(&run.lease, step, call, &observation, last, &event)
             .await?;
         if let Some(current) = run.state.step_mut(step)
             && current.observations.len() == call
@@ -139,9 +157,16 @@ impl Store {
     ) -> StoreResult<()> {
         let reviews = serde_json::to_value(reviews)
             .map_err(|e| StoreError::Backend(format!("cannot encode reviews: {e}")))?;
+        // The database keeps microseconds: the event says what a poll will say.
+        let expires_at =
+            DateTime::from_timestamp_micros(expires_at.timestamp_micros()).unwrap_or(expires_at);
+        let calls = run.current().map(|s| s.actions.clone()).unwrap_or_default();
+        let pending = view::pending_calls(run.step, &calls, Some(&reviews), expires_at);
+        let event = json!({"state": "pending", "step": run.step,
+            "calls": pending.map(|p| p.calls).unwrap_or_default(), "expires_at": expires_at});
         let head = self
             .durable
-            .await_approval(&run.lease, run.step, expires_at, &reviews)
+            .await_approval(&run.lease, run.step, expires_at, &reviews, &event)
             .await?;
         if let Some(current) = run.state.step_mut(run.step) {
             current.reviews = Some(reviews);
@@ -153,9 +178,13 @@ impl Store {
 
     /// Ends the session while holding its lease; false when it had already ended.
     pub async fn end(&self, run: &mut StepRun, ending: &Ending) -> StoreResult<bool> {
+        let totals = json!(view::totals(
+            run.state.steps.len(),
+            &run.state.total_spend()
+        ));
         let Some(head) = self
             .durable
-            .end_session(run.session_id(), Some(&run.lease), ending)
+            .end_session(run.session_id(), Some(&run.lease), ending, Some(&totals))
             .await?
         else {
             return Ok(false);

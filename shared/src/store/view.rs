@@ -56,7 +56,8 @@ pub fn apply_head(session: &mut AgentSession, head: &Head) {
     }
 }
 
-fn totals(steps: usize, total: &Spend) -> Totals {
+/// A session's totals from its step count and what it spent.
+pub fn totals(steps: usize, total: &Spend) -> Totals {
     Totals {
         steps: steps as u32,
         input_tokens: total.usage.input_tokens,

@@ -19,12 +19,14 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
+use crate::schemas::{SessionEvent, SessionSummary};
+
 use super::counters::Counters;
-use super::durable::{Approved, Cancelled, DecisionStored, Durable, Leadership};
+use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Leadership};
 use super::error::{StoreError, StoreResult};
 use super::model::{
-    ApprovalDecision, Begin, Created, Decision, Ending, Head, Lease, LlmCallRecord, NewSession,
-    Principal, Repair, SessionState, Spend, Summary,
+    ApprovalDecision, Begin, Created, Decision, Ending, Head, Lease, ListQuery, LlmCallRecord,
+    NewSession, Principal, Repair, SessionState, Spend, Summary,
 };
 
 /// The migrations in `migrations/` (tests apply them down and up again).
@@ -180,9 +182,10 @@ impl Durable for PgDurable {
         call: Option<&LlmCallRecord>,
         decision: &Decision,
         ending: Option<&Ending>,
+        events: &Announced,
     ) -> StoreResult<DecisionStored> {
         self.count("record_decision");
-        steps::record_decision(&self.pool, lease, step, call, decision, ending).await
+        steps::record_decision(&self.pool, lease, step, call, decision, ending, events).await
     }
 
     async fn mark_call_started(&self, lease: &Lease, step: u32, call: usize) -> StoreResult<bool> {
@@ -203,9 +206,10 @@ impl Durable for PgDurable {
         call: usize,
         observation: &serde_json::Value,
         advance: bool,
+        event: &serde_json::Value,
     ) -> StoreResult<Head> {
         self.count("record_observation");
-        steps::record_observation(&self.pool, lease, step, call, observation, advance)
+        steps::record_observation(&self.pool, lease, step, call, observation, advance, event)
             .await?
             .ok_or(StoreError::LeaseLost(lease.session_id))
     }
@@ -223,9 +227,10 @@ impl Durable for PgDurable {
         step: u32,
         expires_at: DateTime<Utc>,
         reviews: &serde_json::Value,
+        event: &serde_json::Value,
     ) -> StoreResult<Head> {
         self.count("await_approval");
-        steps::await_approval(&self.pool, lease, step, expires_at, reviews)
+        steps::await_approval(&self.pool, lease, step, expires_at, reviews, event)
             .await?
             .ok_or(StoreError::LeaseLost(lease.session_id))
     }
@@ -235,9 +240,10 @@ impl Durable for PgDurable {
         id: Uuid,
         lease: Option<&Lease>,
         ending: &Ending,
+        totals: Option<&serde_json::Value>,
     ) -> StoreResult<Option<Head>> {
         self.count("end_session");
-        let ended = steps::end(&self.pool, id, lease.map(|l| l.fence), ending).await?;
+        let ended = steps::end(&self.pool, id, lease.map(|l| l.fence), ending, totals).await?;
         if ended.is_none()
             && let Some(lease) = lease
             && !self.holds_lease(lease).await?
@@ -245,6 +251,16 @@ impl Durable for PgDurable {
             return Err(StoreError::LeaseLost(id));
         }
         Ok(ended)
+    }
+
+    async fn events(&self, id: Uuid, after: i64, limit: i64) -> StoreResult<Vec<SessionEvent>> {
+        self.count("events");
+        sessions::events(&self.pool, id, after, limit).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> StoreResult<Vec<SessionSummary>> {
+        self.count("list_sessions");
+        sessions::list(&self.pool, query).await
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<bool> {

@@ -67,12 +67,30 @@ pub(super) async fn claim_stalled(
 pub(super) async fn expire_lapsed_approvals(pool: &PgPool) -> StoreResult<Vec<Head>> {
     let rows = sqlx::query_as!(
         HeadRow,
-        "UPDATE sessions SET status = 'failed', error_code = 'approval_expired',
-             error_message = 'no one approved or rejected the pending tool call in time',
-             approval_expires_at = NULL, version = version + 1, updated_at = now()
-         WHERE status = 'awaiting_approval' AND approval_expires_at < now()
-         RETURNING id, status, next_step, final_answer, error_code, error_message,
-                   cancel_requested, version, approval_expires_at, updated_at",
+        r#"WITH head AS (
+               UPDATE sessions SET status = 'failed', error_code = 'approval_expired',
+                   error_message = 'no one approved or rejected the pending tool call in time',
+                   approval_expires_at = NULL, event_seq = event_seq + 2,
+                   version = version + 1, updated_at = now()
+               WHERE status = 'awaiting_approval' AND approval_expires_at < now()
+               RETURNING id, status, next_step, final_answer, error_code, error_message,
+                         cancel_requested, version, approval_expires_at, updated_at, event_seq
+           ), events AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq - 1, 'status', jsonb_build_object('status', 'failed',
+                   'error', jsonb_build_object('code', error_code, 'message', error_message))
+               FROM head
+               UNION ALL
+               SELECT id, event_seq, 'done', jsonb_build_object('status', 'failed',
+                   'final_answer', NULL,
+                   'error', jsonb_build_object('code', error_code, 'message', error_message),
+                   'totals', agentq_totals_json(id))
+               FROM head
+           )
+           SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
+                  error_code, error_message, cancel_requested AS "cancel_requested!",
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!"
+           FROM head"#,
     )
     .fetch_all(pool)
     .await?;
@@ -83,12 +101,30 @@ pub(super) async fn expire_lapsed_approvals(pool: &PgPool) -> StoreResult<Vec<He
 pub(super) async fn expire_one(pool: &PgPool, id: Uuid) -> StoreResult<Option<Head>> {
     let row = sqlx::query_as!(
         HeadRow,
-        "UPDATE sessions SET status = 'failed', error_code = 'approval_expired',
-             error_message = 'no one approved or rejected the pending tool call in time',
-             approval_expires_at = NULL, version = version + 1, updated_at = now()
-         WHERE id = $1 AND status = 'awaiting_approval' AND approval_expires_at < now()
-         RETURNING id, status, next_step, final_answer, error_code, error_message,
-                   cancel_requested, version, approval_expires_at, updated_at",
+        r#"WITH head AS (
+               UPDATE sessions SET status = 'failed', error_code = 'approval_expired',
+                   error_message = 'no one approved or rejected the pending tool call in time',
+                   approval_expires_at = NULL, event_seq = event_seq + 2,
+                   version = version + 1, updated_at = now()
+               WHERE id = $1 AND status = 'awaiting_approval' AND approval_expires_at < now()
+               RETURNING id, status, next_step, final_answer, error_code, error_message,
+                         cancel_requested, version, approval_expires_at, updated_at, event_seq
+           ), events AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq - 1, 'status', jsonb_build_object('status', 'failed',
+                   'error', jsonb_build_object('code', error_code, 'message', error_message))
+               FROM head
+               UNION ALL
+               SELECT id, event_seq, 'done', jsonb_build_object('status', 'failed',
+                   'final_answer', NULL,
+                   'error', jsonb_build_object('code', error_code, 'message', error_message),
+                   'totals', agentq_totals_json(id))
+               FROM head
+           )
+           SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
+                  error_code, error_message, cancel_requested AS "cancel_requested!",
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!"
+           FROM head"#,
         id,
     )
     .fetch_optional(pool)
@@ -101,13 +137,31 @@ pub(super) async fn expire_one(pool: &PgPool, id: Uuid) -> StoreResult<Option<He
 pub(super) async fn fail_overdue(pool: &PgPool) -> StoreResult<Vec<Head>> {
     let rows = sqlx::query_as!(
         HeadRow,
-        "UPDATE sessions SET status = 'failed', error_code = 'deadline_exceeded',
-             error_message = 'the session did not finish before its deadline',
-             approval_expires_at = NULL, version = version + 1, updated_at = now()
-         WHERE status IN ('pending', 'running', 'awaiting_approval') AND deadline_at < now()
-           AND (lease_until IS NULL OR lease_until < now())
-         RETURNING id, status, next_step, final_answer, error_code, error_message,
-                   cancel_requested, version, approval_expires_at, updated_at",
+        r#"WITH head AS (
+               UPDATE sessions SET status = 'failed', error_code = 'deadline_exceeded',
+                   error_message = 'the session did not finish before its deadline',
+                   approval_expires_at = NULL, event_seq = event_seq + 2,
+                   version = version + 1, updated_at = now()
+               WHERE status IN ('pending', 'running', 'awaiting_approval') AND deadline_at < now()
+                 AND (lease_until IS NULL OR lease_until < now())
+               RETURNING id, status, next_step, final_answer, error_code, error_message,
+                         cancel_requested, version, approval_expires_at, updated_at, event_seq
+           ), events AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq - 1, 'status', jsonb_build_object('status', 'failed',
+                   'error', jsonb_build_object('code', error_code, 'message', error_message))
+               FROM head
+               UNION ALL
+               SELECT id, event_seq, 'done', jsonb_build_object('status', 'failed',
+                   'final_answer', NULL,
+                   'error', jsonb_build_object('code', error_code, 'message', error_message),
+                   'totals', agentq_totals_json(id))
+               FROM head
+           )
+           SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
+                  error_code, error_message, cancel_requested AS "cancel_requested!",
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!"
+           FROM head"#,
     )
     .fetch_all(pool)
     .await?;

@@ -8,12 +8,14 @@ use uuid::Uuid;
 use super::super::durable::{Approved, Cancelled};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
-    ApprovalDecision, ApprovalOutcome, Created, NewSession, SessionState, StepRecord,
+    ApprovalDecision, ApprovalOutcome, Created, ListQuery, NewSession, SessionState, StepRecord,
 };
 use super::super::pg_safe;
 use super::encode;
 use super::rows::{HeadRow, SessionRow, SpendRow, state, status};
-use crate::schemas::{SessionStatus, StepApproval, ValidatedRun};
+use crate::schemas::{
+    EventKind, SessionEvent, SessionStatus, SessionSummary, StepApproval, ValidatedRun,
+};
 
 /// Inserts the session, claiming its idempotency key in the same statement. `None` when the key
 /// was already claimed (the session is then not created).
@@ -32,10 +34,13 @@ pub(super) async fn create(pool: &PgPool, new: &NewSession) -> StoreResult<Optio
                RETURNING session_id
            ), created AS (
                INSERT INTO sessions (id, org_id, model, request, max_steps, deadline_at,
-                                     created_at, updated_at)
-               SELECT $1, $2, $3, $4, $5, $6, $9, $9
+                                     created_at, updated_at, event_seq)
+               SELECT $1, $2, $3, $4, $5, $6, $9, $9, 1
                WHERE $7::text IS NULL OR EXISTS (SELECT 1 FROM claim)
                RETURNING id
+           ), event AS (
+               INSERT INTO session_events (session_id, seq, kind, data, created_at)
+               SELECT id, 1, 'status', '{"status": "pending", "error": null}'::jsonb, $9 FROM created
            )
            SELECT EXISTS (SELECT 1 FROM created) AS "created!""#,
         new.id,
@@ -124,16 +129,32 @@ pub(super) async fn cancel(
                WHERE id = $1 AND org_id = $2
                  AND status IN ('pending', 'running', 'awaiting_approval')
                FOR UPDATE)
-           UPDATE sessions s SET cancel_requested = true,
-               status = CASE WHEN t.idle THEN 'cancelled' ELSE s.status END,
-               fence = CASE WHEN t.idle THEN s.fence + 1 ELSE s.fence END,
-               lease_owner = CASE WHEN t.idle THEN NULL ELSE s.lease_owner END,
-               lease_until = CASE WHEN t.idle THEN NULL ELSE s.lease_until END,
-               approval_expires_at = CASE WHEN t.idle THEN NULL ELSE s.approval_expires_at END,
-               version = s.version + 1, updated_at = now()
-           FROM target t WHERE s.id = t.id
-           RETURNING s.id, s.status, s.next_step, s.final_answer, s.error_code, s.error_message,
-                     s.cancel_requested, s.version, s.approval_expires_at, s.updated_at"#,
+           , head AS (
+               UPDATE sessions s SET cancel_requested = true,
+                   status = CASE WHEN t.idle THEN 'cancelled' ELSE s.status END,
+                   fence = CASE WHEN t.idle THEN s.fence + 1 ELSE s.fence END,
+                   lease_owner = CASE WHEN t.idle THEN NULL ELSE s.lease_owner END,
+                   lease_until = CASE WHEN t.idle THEN NULL ELSE s.lease_until END,
+                   approval_expires_at = CASE WHEN t.idle THEN NULL ELSE s.approval_expires_at END,
+                   event_seq = s.event_seq + CASE WHEN t.idle THEN 2 ELSE 0 END,
+                   version = s.version + 1, updated_at = now()
+               FROM target t WHERE s.id = t.id
+               RETURNING s.id, s.status, s.next_step, s.final_answer, s.error_code,
+                         s.error_message, s.cancel_requested, s.version, s.approval_expires_at,
+                         s.updated_at, s.event_seq
+           ), ended AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq - 1, 'status', '{"status": "cancelled", "error": null}'::jsonb
+               FROM head WHERE status = 'cancelled'
+               UNION ALL
+               SELECT id, event_seq, 'done', jsonb_build_object('status', 'cancelled',
+                   'final_answer', NULL, 'error', NULL, 'totals', agentq_totals_json(id))
+               FROM head WHERE status = 'cancelled'
+           )
+           SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
+                  error_code, error_message, cancel_requested AS "cancel_requested!",
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!"
+           FROM head"#,
         id,
         org_id,
     )
@@ -213,26 +234,112 @@ pub(super) async fn decide_approval(
     )
     .fetch_optional(&mut *tx)
     .await?;
+    let approval = StepApproval {
+        approved: decision.approved,
+        reason: reason.map(|r| r.into_owned()),
+        decided_by: Some(decision.by.key_id),
+        decided_at: decided_at.unwrap_or_else(chrono::Utc::now),
+    };
+    let event = serde_json::json!({"state": "decided", "step": step, "approved": approval.approved,
+        "reason": approval.reason, "decided_by": approval.decided_by,
+        "decided_at": approval.decided_at});
     let head = sqlx::query_as!(
         HeadRow,
-        "UPDATE sessions SET status = 'running', approval_expires_at = NULL,
-             version = version + 1, updated_at = now()
-         WHERE id = $1
-         RETURNING id, status, next_step, final_answer, error_code, error_message,
-                   cancel_requested, version, approval_expires_at, updated_at",
+        r#"WITH head AS (
+               UPDATE sessions SET status = 'running', approval_expires_at = NULL,
+                   event_seq = event_seq + 2, version = version + 1, updated_at = now()
+               WHERE id = $1
+               RETURNING id, status, next_step, final_answer, error_code, error_message,
+                         cancel_requested, version, approval_expires_at, updated_at, event_seq
+           ), events AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq - 1, 'approval', $2::jsonb FROM head
+               UNION ALL
+               SELECT id, event_seq, 'status', '{"status": "running", "error": null}'::jsonb FROM head
+           )
+           SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
+                  error_code, error_message, cancel_requested AS "cancel_requested!",
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!"
+           FROM head"#,
         id,
+        event,
     )
     .fetch_one(&mut *tx)
     .await?
     .head()?;
     tx.commit().await?;
-    Ok(Approved::Recorded {
-        head,
-        approval: StepApproval {
-            approved: decision.approved,
-            reason: reason.map(|r| r.into_owned()),
-            decided_by: Some(decision.by.key_id),
-            decided_at: decided_at.unwrap_or_else(chrono::Utc::now),
-        },
-    })
+    Ok(Approved::Recorded { head, approval })
+}
+
+/// A session's events after `after`, in order.
+pub(super) async fn events(
+    pool: &PgPool,
+    id: Uuid,
+    after: i64,
+    limit: i64,
+) -> StoreResult<Vec<SessionEvent>> {
+    let rows = sqlx::query!(
+        r#"SELECT seq, kind, data AS "data: Json<serde_json::Value>", created_at
+           FROM session_events WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"#,
+        id,
+        after,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(SessionEvent {
+                seq: row.seq,
+                kind: EventKind::parse(&row.kind)
+                    .ok_or_else(|| StoreError::Backend(format!("unknown event {:?}", row.kind)))?,
+                data: row.data.0,
+                created_at: row.created_at,
+            })
+        })
+        .collect()
+}
+
+/// An org's sessions, newest first, by keyset (creation time, then id), with each one's step
+/// count and cost.
+pub(super) async fn list(pool: &PgPool, query: &ListQuery) -> StoreResult<Vec<SessionSummary>> {
+    let (after_at, after_id) = query.after.unzip();
+    let rows = sqlx::query!(
+        r#"SELECT s.id, s.status, s.model, s.error_code, s.error_message, s.created_at,
+                  s.updated_at,
+                  (SELECT count(*) FROM steps st WHERE st.session_id = s.id) AS "steps!",
+                  (SELECT CASE WHEN bool_or(c.cost_usd IS NULL) THEN NULL
+                               ELSE trim_scale(coalesce(sum(c.cost_usd), 0))::text END
+                   FROM llm_calls c WHERE c.session_id = s.id) AS cost_usd
+           FROM sessions s
+           WHERE s.org_id = $1 AND ($2::text IS NULL OR s.status = $2)
+             AND ($3::timestamptz IS NULL OR (s.created_at, s.id) < ($3, $4::uuid))
+           ORDER BY s.created_at DESC, s.id DESC
+           LIMIT $5"#,
+        query.org_id,
+        query.status.map(|s| s.as_str()),
+        after_at,
+        after_id,
+        i64::from(query.limit),
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(SessionSummary {
+                session_id: row.id,
+                status: status(&row.status)?,
+                model: row.model,
+                steps: row.steps.max(0) as u32,
+                cost_usd: row
+                    .cost_usd
+                    .map(|c| c.parse())
+                    .transpose()
+                    .map_err(|e| StoreError::Backend(format!("unreadable cost: {e}")))?,
+                error: super::rows::error(row.error_code, row.error_message),
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            })
+        })
+        .collect()
 }

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::super::durable::DecisionStored;
+use super::super::durable::{Announced, DecisionStored};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
     Begin, Decision, Ending, Head, Lease, LlmCallRecord, StepRecord, StepRun,
@@ -34,13 +34,20 @@ pub(super) async fn take_lease(
                SET lease_owner = $2, lease_until = now() + make_interval(secs => $3),
                    fence = fence + 1, step_attempts = step_attempts + 1,
                    version = version + (status = 'pending')::int,
+                   event_seq = event_seq + (status = 'pending')::int,
                    updated_at = CASE WHEN status = 'pending' THEN now() ELSE updated_at END,
                    status = 'running'
                WHERE id = $1 AND next_step = $4 AND status IN ('pending', 'running')
                  AND (lease_until IS NULL OR lease_until < now())
                RETURNING id, org_id, status, request, next_step, final_answer, error_code,
                          error_message, cancel_requested, version, deadline_at,
-                         approval_expires_at, created_at, updated_at, fence, step_attempts)
+                         approval_expires_at, created_at, updated_at, fence, step_attempts,
+                         event_seq
+           ), started AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq, 'status', '{"status": "running", "error": null}'::jsonb
+               FROM taken WHERE updated_at = now()
+           )
            SELECT id AS "id!", org_id AS "org_id!", status AS "status!",
                   request AS "request!: Json<ValidatedRun>", next_step AS "next_step!",
                   final_answer, error_code, error_message,
@@ -130,6 +137,7 @@ pub(super) async fn record_decision(
     call: Option<&LlmCallRecord>,
     decision: &Decision,
     ending: Option<&Ending>,
+    events: &Announced,
 ) -> StoreResult<DecisionStored> {
     let session_id = lease.session_id;
     let actions = pg_safe::to_json(&decision.actions).map_err(encode)?;
@@ -161,6 +169,7 @@ pub(super) async fn record_decision(
                RETURNING agentq_step_object(steps) AS step
            ), head AS (
                UPDATE sessions SET version = version + 1, updated_at = now(),
+                   event_seq = event_seq + CASE WHEN $22::text IS NULL THEN 1 ELSE 3 END,
                    status = CASE WHEN $22::text IS NULL THEN status
                                  WHEN $22 = 'completed' AND cancel_requested THEN 'cancelled'
                                  ELSE $22 END,
@@ -173,7 +182,20 @@ pub(super) async fn record_decision(
                    lease_until = CASE WHEN $22::text IS NULL THEN lease_until END
                WHERE id = $1 AND fence = $2 AND status IN ('pending', 'running')
                RETURNING id, status, next_step, final_answer, error_code, error_message,
-                         cancel_requested, version, approval_expires_at, updated_at)
+                         cancel_requested, version, approval_expires_at, updated_at, event_seq
+           ), events AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq - CASE WHEN $22::text IS NULL THEN 0 ELSE 2 END, 'step', $26::jsonb
+               FROM head
+               UNION ALL
+               SELECT id, event_seq - 1, 'status', jsonb_build_object('status', status,
+                   'error', CASE WHEN error_code IS NULL THEN NULL ELSE jsonb_build_object('code', error_code, 'message', error_message) END)
+               FROM head WHERE $22::text IS NOT NULL
+               UNION ALL
+               SELECT id, event_seq, 'done', jsonb_build_object('status', status,
+                   'final_answer', final_answer, 'error', CASE WHEN error_code IS NULL THEN NULL ELSE jsonb_build_object('code', error_code, 'message', error_message) END, 'totals', $27::jsonb)
+               FROM head WHERE $22::text IS NOT NULL
+           )
            SELECT head.id AS "id!", head.status AS "status!", head.next_step AS "next_step!",
                   head.final_answer, head.error_code, head.error_message,
                   head.cancel_requested AS "cancel_requested!", head.version AS "version!",
@@ -207,6 +229,8 @@ pub(super) async fn record_decision(
         end_answer.as_deref(),
         end_code,
         end_message.as_deref(),
+        Json(pg_safe::json(&events.step)) as _,
+        events.totals.as_ref().map(Json) as _,
     )
     .fetch_optional(pool)
     .await?;
@@ -293,8 +317,10 @@ pub(super) async fn record_observation(
     call: usize,
     observation: &serde_json::Value,
     advance: bool,
+    event: &serde_json::Value,
 ) -> StoreResult<Option<Head>> {
     let observation = pg_safe::json(observation);
+    let event = pg_safe::json(event);
     let row = sqlx::query_as!(
         HeadRow,
         r#"WITH observed AS (
@@ -304,8 +330,10 @@ pub(super) async fn record_observation(
                                            >= jsonb_array_length(actions) THEN now() END
                WHERE session_id = $1 AND step_index = $2 AND jsonb_array_length(observations) = $3
                  AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $5)
-               RETURNING step_index)
+               RETURNING step_index
+           ), head AS (
            UPDATE sessions SET version = version + 1, updated_at = now(),
+               event_seq = event_seq + 1,
                next_step = CASE WHEN $6 THEN next_step + 1 ELSE next_step END,
                step_attempts = CASE WHEN $6 THEN 0 ELSE step_attempts END,
                lease_owner = CASE WHEN $6 THEN NULL ELSE lease_owner END,
@@ -313,13 +341,22 @@ pub(super) async fn record_observation(
            WHERE id = $1 AND fence = $5 AND next_step = $2
              AND status IN ('pending', 'running')
            RETURNING id, status, next_step, final_answer, error_code, error_message,
-                     cancel_requested, version, approval_expires_at, updated_at"#,
+                     cancel_requested, version, approval_expires_at, updated_at, event_seq
+           ), events AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq, 'step', $7::jsonb FROM head
+           )
+           SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
+                  error_code, error_message, cancel_requested AS "cancel_requested!",
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!"
+           FROM head"#,
         lease.session_id,
         step as i32,
         call as i32,
         Json(&observation) as _,
         lease.fence,
         advance,
+        Json(&event) as _,
     )
     .fetch_optional(pool)
     .await?;
@@ -353,8 +390,10 @@ pub(super) async fn await_approval(
     step: u32,
     expires_at: DateTime<Utc>,
     reviews: &serde_json::Value,
+    event: &serde_json::Value,
 ) -> StoreResult<Option<Head>> {
     let reviews = pg_safe::json(reviews);
+    let event = pg_safe::json(event);
     let row = sqlx::query_as!(
         HeadRow,
         r#"WITH reviewed AS (
@@ -362,18 +401,31 @@ pub(super) async fn await_approval(
                WHERE session_id = $1 AND step_index = $2
                  AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND fence = $4)
                RETURNING step_index)
+           , head AS (
            UPDATE sessions SET status = 'awaiting_approval', approval_expires_at = $5,
                lease_owner = NULL, lease_until = NULL, step_attempts = 0,
-               version = version + 1, updated_at = now()
+               event_seq = event_seq + 2, version = version + 1, updated_at = now()
            WHERE id = $1 AND fence = $4 AND status IN ('pending', 'running')
              AND EXISTS (SELECT 1 FROM reviewed)
            RETURNING id, status, next_step, final_answer, error_code, error_message,
-                     cancel_requested, version, approval_expires_at, updated_at"#,
+                     cancel_requested, version, approval_expires_at, updated_at, event_seq
+           ), events AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq - 1, 'status', '{"status": "awaiting_approval", "error": null}'::jsonb
+               FROM head
+               UNION ALL
+               SELECT id, event_seq, 'approval', $6::jsonb FROM head
+           )
+           SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
+                  error_code, error_message, cancel_requested AS "cancel_requested!",
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!"
+           FROM head"#,
         lease.session_id,
         step as i32,
         Json(&reviews) as _,
         lease.fence,
         expires_at,
+        Json(&event) as _,
     )
     .fetch_optional(pool)
     .await?;
@@ -388,26 +440,46 @@ pub(super) async fn end(
     id: Uuid,
     fence: Option<i64>,
     ending: &Ending,
+    totals: Option<&serde_json::Value>,
 ) -> StoreResult<Option<Head>> {
     let (status, answer, code, message) = ending_columns(Some(ending));
     let row = sqlx::query_as!(
         HeadRow,
-        "UPDATE sessions SET
-             status = CASE WHEN $2 = 'completed' AND cancel_requested THEN 'cancelled' ELSE $2 END,
-             final_answer = CASE WHEN $2 = 'completed' AND cancel_requested THEN NULL ELSE $3 END,
-             error_code = $4, error_message = $5,
-             lease_owner = NULL, lease_until = NULL, approval_expires_at = NULL,
-             version = version + 1, updated_at = now()
-         WHERE id = $1 AND ($6::bigint IS NULL OR fence = $6)
-           AND status IN ('pending', 'running', 'awaiting_approval')
-         RETURNING id, status, next_step, final_answer, error_code, error_message,
-                   cancel_requested, version, approval_expires_at, updated_at",
+        r#"WITH head AS (
+               UPDATE sessions SET
+                   status = CASE WHEN $2 = 'completed' AND cancel_requested THEN 'cancelled'
+                                 ELSE $2 END,
+                   final_answer = CASE WHEN $2 = 'completed' AND cancel_requested THEN NULL
+                                       ELSE $3 END,
+                   error_code = $4, error_message = $5,
+                   lease_owner = NULL, lease_until = NULL, approval_expires_at = NULL,
+                   event_seq = event_seq + 2, version = version + 1, updated_at = now()
+               WHERE id = $1 AND ($6::bigint IS NULL OR fence = $6)
+                 AND status IN ('pending', 'running', 'awaiting_approval')
+               RETURNING id, status, next_step, final_answer, error_code, error_message,
+                         cancel_requested, version, approval_expires_at, updated_at, event_seq
+           ), events AS (
+               INSERT INTO session_events (session_id, seq, kind, data)
+               SELECT id, event_seq - 1, 'status', jsonb_build_object('status', status,
+                   'error', CASE WHEN error_code IS NULL THEN NULL ELSE jsonb_build_object('code', error_code, 'message', error_message) END)
+               FROM head
+               UNION ALL
+               SELECT id, event_seq, 'done', jsonb_build_object('status', status,
+                   'final_answer', final_answer, 'error', CASE WHEN error_code IS NULL THEN NULL ELSE jsonb_build_object('code', error_code, 'message', error_message) END,
+                   'totals', coalesce($7::jsonb, agentq_totals_json(id)))
+               FROM head
+           )
+           SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
+                  error_code, error_message, cancel_requested AS "cancel_requested!",
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!"
+           FROM head"#,
         id,
         status,
         answer.as_deref(),
         code,
         message.as_deref(),
         fence,
+        totals.map(Json) as _,
     )
     .fetch_optional(pool)
     .await?;
