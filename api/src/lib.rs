@@ -26,6 +26,7 @@ pub struct AppState {
     pub queue: StepQueue,
     pub tools: Arc<Vec<ToolDefinition>>,
     pub config: Arc<ApiConfig>,
+    pub metrics: agentq_shared::metrics::PrometheusHandle,
 }
 
 impl AppState {
@@ -43,6 +44,7 @@ impl AppState {
             config: Arc::new(config),
             store,
             queue,
+            metrics: agentq_shared::metrics::install(),
         })
     }
 
@@ -63,6 +65,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/tools", get(routes::tools::list))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .route_layer(axum::middleware::from_fn(measure))
         .fallback(|| async {
             ApiError::client(StatusCode::NOT_FOUND, "not_found", "no such route")
         })
@@ -76,6 +80,27 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every routed request in the metrics: count by route, method and status; latency.
+async fn measure(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(String::new, |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!("agentq_http_request_duration_seconds", "route" => route.clone(),
+        "method" => method.clone())
+    .record(started.elapsed().as_secs_f64());
+    metrics::counter!("agentq_http_requests_total", "route" => route, "method" => method,
+        "status" => response.status().as_u16().to_string())
+    .increment(1);
+    response
 }
 
 /// Serves the API until SIGINT or SIGTERM.

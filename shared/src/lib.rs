@@ -2,6 +2,7 @@
 //! Redis snapshot), the queue contract, the tool base and the pricing table.
 
 pub mod config;
+pub mod metrics;
 pub mod pricing;
 pub mod queue;
 pub mod schemas;

@@ -81,11 +81,36 @@ pub struct EnqueueError {
 #[derive(Clone)]
 pub struct StepQueue {
     storage: RedisStorage<StepJob>,
-    /// For the wake-up announcements.
+    /// For the wake-up announcements and the depth.
     conn: ConnectionManager,
     redis_url: String,
     name: String,
+    /// A worker silent this long is dead (its jobs are re-queued).
+    orphaned_after: Duration,
 }
+
+/// How many step jobs are where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Queued, due now or later (retries wait a little).
+    pub waiting: u64,
+    /// Fetched by a live worker and not yet acknowledged.
+    pub running: u64,
+    /// Given up on after every retry.
+    pub dead: u64,
+}
+
+/// KEYS: active list, scheduled set, dead set, workers set. ARGV: inflight key prefix, the
+/// oldest heartbeat of a live worker (seconds).
+const DEPTH: &str = r#"
+local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+local dead = redis.call('SCARD', KEYS[3])
+local running = 0
+for _, worker in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], ARGV[2], '+inf')) do
+  running = running + redis.call('SCARD', ARGV[1] .. worker)
+end
+return {waiting, running, dead}
+"#;
 
 impl StepQueue {
     /// The queue `{prefix}:steps` on the Redis at `redis_url`, on a connection of its own.
@@ -110,6 +135,7 @@ impl StepQueue {
             conn,
             redis_url: redis_url.to_owned(),
             name,
+            orphaned_after: settings.heartbeat_interval * settings.missed_heartbeats as u32,
         })
     }
 
@@ -120,6 +146,30 @@ impl StepQueue {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How many jobs wait, run and are dead (live workers' in-flight jobs only).
+    pub async fn depth(&self) -> Result<Depth, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let alive_since = now.saturating_sub(self.orphaned_after).as_secs();
+        let q = &self.name;
+        let (waiting, running, dead): (u64, u64, u64) = redis::Script::new(DEPTH)
+            .key(format!("{q}:active"))
+            .key(format!("{q}:scheduled"))
+            .key(format!("{q}:dead"))
+            .key(format!("{q}:workers"))
+            .arg(format!("{q}:inflight:"))
+            .arg(alive_since)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Depth {
+            waiting,
+            running,
+            dead,
+        })
     }
 
     /// Answers when the queue's Redis does.

@@ -76,7 +76,11 @@ impl Context {
 /// again by the queue's orphan recovery or the reconciler.
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     tools::sql_query::check(&config.tools.sql_query).await?;
+    let metrics = agentq_shared::metrics::install();
     let ctx = Arc::new(Context::build(config).await?);
+    if let Some(listen) = ctx.config.metrics_listen {
+        serve_metrics(listen, metrics, ctx.clone()).await?;
+    }
     let instance = ctx.worker_name.clone();
     tokio::spawn(reconciler::run(ctx.clone()));
     tracing::info!(
@@ -113,6 +117,31 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         .run_with_signal(shutdown_signal())
         .await
         .context("running queue workers")
+}
+
+/// `/metrics` on its own listener (`AGENTQ_METRICS_LISTEN`), in the background.
+async fn serve_metrics(
+    listen: std::net::SocketAddr,
+    handle: agentq_shared::metrics::PrometheusHandle,
+    ctx: Arc<Context>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on AGENTQ_METRICS_LISTEN={listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "worker metrics on /metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (handle, ctx) = (handle.clone(), ctx.clone());
+            async move { agentq_shared::metrics::render(&handle, &ctx.store, &ctx.queue).await }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
 }
 
 async fn shutdown_signal() -> std::io::Result<()> {

@@ -80,6 +80,7 @@ pub async fn pass(ctx: &Context) -> anyhow::Result<()> {
                 },
             )
             .await?;
+        metrics::counter!("agentq_reconciler_repairs_total").increment(1);
         tracing::info!(session_id = %job.session_id, step = job.step, "re-enqueued a stalled session");
     }
     store

@@ -115,6 +115,7 @@ pub async fn run(
         // The session is safe in the store: the reconciler enqueues it once Redis answers again.
         tracing::warn!(session_id = %id, error = %e, "cannot enqueue the first step yet; the reconciler will");
     }
+    metrics::counter!("agentq_sessions_started_total").increment(1);
     tracing::info!(session_id = %id, org_id = %principal.org_id, %model, "session created");
     let poll_url = format!("/v1/agents/{id}");
     Ok((

@@ -35,3 +35,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     };
     (status, Json(body))
 }
+
+/// Prometheus text: this process's metrics, the queue's depth read now.
+pub async fn metrics(State(state): State<AppState>) -> String {
+    agentq_shared::metrics::render(&state.metrics, &state.store, &state.queue).await
+}

@@ -395,3 +395,137 @@ async fn readyz_says_which_dependency_does_not_answer() {
     let health = env.http.get(format!("{api}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// The value of the series `name{labels}` in Prometheus text (labels as written, in any order).
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(key, _)| {
+            let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+            metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_move_as_a_session_runs() {
+    let mut env = TestEnv::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.set("AGENTQ_METRICS_LISTEN", &format!("127.0.0.1:{port}"));
+    env.start_api().await;
+    env.start_worker();
+    let key = env.key("acme").await;
+    let api_metrics = || async {
+        env.http
+            .get(format!("{}/metrics", env.api_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let worker_metrics = || async {
+        for _ in 0..100 {
+            if let Ok(response) = env
+                .http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+            {
+                return response.text().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the worker's metrics listener never answered");
+    };
+    let (api_before, worker_before) = (api_metrics().await, worker_metrics().await);
+    env.llm.script(
+        "marker-metrics",
+        vec![
+            Turn::tool("echo", json!({"text": "measured"})),
+            Turn::answer("done"),
+        ],
+    );
+    let id = env
+        .run(&key, "marker-metrics: go", json!({"tools": ["echo"]}))
+        .await;
+    env.wait_status(&key, id, SessionStatus::Completed).await;
+    let (api_after, worker_after) = (api_metrics().await, worker_metrics().await);
+    let delta = |before: &str, after: &str, name: &str, labels: &[(&str, &str)]| {
+        series(after, name, labels) - series(before, name, labels)
+    };
+    assert_eq!(
+        delta(
+            &api_before,
+            &api_after,
+            "agentq_sessions_started_total",
+            &[]
+        ),
+        1.0
+    );
+    let created = [
+        ("route", "/v1/agents/run"),
+        ("method", "POST"),
+        ("status", "202"),
+    ];
+    assert_eq!(
+        delta(
+            &api_before,
+            &api_after,
+            "agentq_http_requests_total",
+            &created
+        ),
+        1.0,
+        "{api_after}"
+    );
+    assert!(
+        series(
+            &api_after,
+            "agentq_http_request_duration_seconds_count",
+            &[("route", "/v1/agents/run")]
+        ) >= 1.0
+    );
+    let worker =
+        |name: &str, labels: &[(&str, &str)]| delta(&worker_before, &worker_after, name, labels);
+    let model = [("model", "claude-sonnet-4-5"), ("outcome", "ok")];
+    assert_eq!(
+        worker("agentq_llm_calls_total", &model),
+        2.0,
+        "{worker_after}"
+    );
+    assert!(worker("agentq_llm_tokens_total", &[("kind", "output")]) > 0.0);
+    assert!(worker("agentq_llm_cost_usd_total", &[]) > 0.0);
+    assert_eq!(
+        worker(
+            "agentq_tool_calls_total",
+            &[("tool", "echo"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        worker("agentq_steps_total", &[("outcome", "advanced")]),
+        1.0
+    );
+    assert_eq!(worker("agentq_steps_total", &[("outcome", "ended")]), 1.0);
+    assert_eq!(
+        worker("agentq_sessions_ended_total", &[("status", "completed")]),
+        1.0
+    );
+    assert!(worker("agentq_store_round_trips_total", &[("store", "postgres")]) >= 5.0);
+    for state in ["waiting", "running", "dead"] {
+        assert!(
+            worker_after.contains(&format!("agentq_queue_jobs{{state=\"{state}\"}}")),
+            "{worker_after}"
+        );
+    }
+}

@@ -349,6 +349,8 @@ pub struct WorkerConfig {
     /// Jobs fetched per poll; each runs on its own task.
     pub concurrency: usize,
     pub durability: Durability,
+    /// Where the worker serves `/metrics` (`AGENTQ_METRICS_LISTEN`; off when unset).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The timings that keep sessions moving when workers die (ARCHITECTURE.md, step protocol).
@@ -468,6 +470,15 @@ impl WorkerConfig {
             poll_interval: env.millis("AGENTQ_POLL_INTERVAL_MS", 100)?,
             concurrency: env.parsed("AGENTQ_WORKER_CONCURRENCY", 8, "a number of jobs")?,
             durability: Durability::from_env(env)?,
+            metrics_listen: match env.raw("AGENTQ_METRICS_LISTEN") {
+                None => None,
+                Some(v) if v.trim().is_empty() => None,
+                Some(v) => Some(v.trim().parse().map_err(|_| ConfigError::Malformed {
+                    var: "AGENTQ_METRICS_LISTEN",
+                    value: v,
+                    expected: "an address and port such as 127.0.0.1:9091",
+                })?),
+            },
         })
     }
 }

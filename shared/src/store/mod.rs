@@ -153,6 +153,14 @@ impl Store {
         }
     }
 
+    /// Counts a session that a transition ended.
+    fn ended(head: &Head) {
+        crate::metrics::session_ended(
+            head.status.as_str(),
+            head.error.as_ref().map(|e| e.code.as_str()),
+        );
+    }
+
     /// Writes a snapshot built from the state in hand; returns whether the cancel flag is up,
     /// as far as the hot copy knows.
     async fn publish(&self, state: &SessionState) -> bool {

@@ -25,6 +25,7 @@ impl Store {
     pub async fn expire_lapsed_approvals(&self) -> StoreResult<Vec<Uuid>> {
         let heads = self.durable.expire_lapsed_approvals().await?;
         for head in &heads {
+            Self::ended(head);
             self.catch_up(head, |_| {}).await;
         }
         Ok(heads.iter().map(|h| h.id).collect())
@@ -34,6 +35,7 @@ impl Store {
     pub async fn fail_overdue(&self) -> StoreResult<Vec<Uuid>> {
         let heads = self.durable.fail_overdue().await?;
         for head in &heads {
+            Self::ended(head);
             self.catch_up(head, |_| {}).await;
         }
         Ok(heads.iter().map(|h| h.id).collect())

@@ -135,6 +135,9 @@ impl Store {
     ) -> StoreResult<(CancelOutcome, Option<AgentSession>)> {
         let outcome = match self.durable.request_cancel(id, org_id).await? {
             Cancelled::Changed(head) => {
+                if head.status == SessionStatus::Cancelled {
+                    Self::ended(&head);
+                }
                 self.hot.set_cancel_flag(id).await;
                 self.catch_up(&head, |_| {}).await;
                 if head.status == SessionStatus::Cancelled {
@@ -169,6 +172,7 @@ impl Store {
                 ApprovalOutcome::Recorded
             }
             Approved::Expired(head) => {
+                Self::ended(&head);
                 self.catch_up(&head, |_| {}).await;
                 ApprovalOutcome::Expired
             }

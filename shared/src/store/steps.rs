@@ -90,6 +90,9 @@ impl Store {
             None => run.state.steps.push(stored.step),
         }
         run.state.record.apply(&stored.head);
+        if ending.is_some() {
+            Self::ended(&stored.head);
+        }
         let flagged = self.publish(&run.state).await;
         Ok(flagged || run.state.record.cancel_requested)
     }
@@ -189,6 +192,7 @@ impl Store {
         else {
             return Ok(false);
         };
+        Self::ended(&head);
         run.state.record.apply(&head);
         self.publish(&run.state).await;
         Ok(true)

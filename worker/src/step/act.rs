@@ -51,6 +51,7 @@ pub async fn act(ctx: &Context, run: &mut StepRun, mut cancel_seen: bool) -> any
             })
             .collect();
         ctx.store.await_approval(run, expires_at, &reviews).await?;
+        metrics::counter!("agentq_steps_total", "outcome" => "awaiting_approval").increment(1);
         tracing::info!("waiting for approval");
         return Ok(Acted::Waiting);
     }
@@ -98,10 +99,19 @@ pub async fn act(ctx: &Context, run: &mut StepRun, mut cancel_seen: bool) -> any
                 session_id: id,
                 step: n,
             };
+            let started = std::time::Instant::now();
             let running = ctx.tools.run(&call.tool, call.args.clone(), &tool_ctx);
             match guarded(ctx, &lease, deadline, running).await {
-                Ok(result) => result,
+                Ok(result) => {
+                    measure(
+                        &call.tool,
+                        if result.success { "ok" } else { "error" },
+                        started,
+                    );
+                    result
+                }
                 Err(interrupt) => {
+                    measure(&call.tool, "interrupted", started);
                     if interrupt != Interrupt::LeaseLost {
                         let stopped = ToolResult::failure(
                             &call.tool,
@@ -119,6 +129,14 @@ pub async fn act(ctx: &Context, run: &mut StepRun, mut cancel_seen: bool) -> any
         cancel_seen = ctx.store.record_observation(run, i, result, true).await?;
     }
     Ok(Acted::Done)
+}
+
+/// A tool call in the metrics: count by outcome, latency, by tool.
+fn measure(tool: &str, outcome: &'static str, started: std::time::Instant) {
+    metrics::counter!("agentq_tool_calls_total", "tool" => tool.to_owned(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("agentq_tool_call_duration_seconds", "tool" => tool.to_owned())
+        .record(started.elapsed().as_secs_f64());
 }
 
 fn interrupt_text(interrupt: Interrupt) -> &'static str {

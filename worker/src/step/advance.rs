@@ -10,6 +10,7 @@ use crate::Context;
 
 pub async fn advance(ctx: &Context, run: &mut StepRun) -> anyhow::Result<()> {
     ctx.store.advance(run).await?;
+    metrics::counter!("agentq_steps_total", "outcome" => "advanced").increment(1);
     let next = StepJob {
         session_id: run.session_id(),
         step: run.step + 1,

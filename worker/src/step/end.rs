@@ -41,6 +41,7 @@ pub async fn finish(ctx: &Context, run: &mut StepRun, finish: Finish) -> anyhow:
     };
     let record = &run.state.record;
     if ended {
+        metrics::counter!("agentq_steps_total", "outcome" => "ended").increment(1);
         let code = record.error.as_ref().map(|e| e.code.as_str());
         tracing::info!(status = %record.status, %wanted, code, "session finished");
     } else {

@@ -101,6 +101,13 @@ async fn attempt(
     if cost_usd.is_none() {
         tracing::warn!(model = %request.model, "no price for this model: cost recorded as unknown");
     }
+    measure(
+        &request.model,
+        result.is_ok(),
+        started.elapsed(),
+        usage,
+        cost_usd,
+    );
     let mut run = run.lock().await;
     let record = LlmCallRecord {
         session_id: run.session_id(),
@@ -149,4 +156,33 @@ pub async fn record_abandoned(
         .record_llm_call(run, &record)
         .await
         .context("recording the abandoned LLM call")
+}
+
+/// The call in the metrics: count, latency, tokens and cost, by model.
+fn measure(
+    model: &str,
+    ok: bool,
+    took: std::time::Duration,
+    usage: agentq_shared::schemas::Usage,
+    cost: Option<rust_decimal::Decimal>,
+) {
+    let model = model.to_owned();
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::counter!("agentq_llm_calls_total", "model" => model.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("agentq_llm_call_duration_seconds", "model" => model.clone())
+        .record(took.as_secs_f64());
+    for (kind, tokens) in [
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+        ("cache_read", usage.cache_read_tokens),
+        ("cache_write", usage.cache_write_tokens),
+    ] {
+        metrics::counter!("agentq_llm_tokens_total", "model" => model.clone(), "kind" => kind)
+            .increment(tokens);
+    }
+    // Dollars are fractional: a gauge that only goes up (metrics counters count whole units).
+    if let Some(cost) = cost.and_then(|c| rust_decimal::prelude::ToPrimitive::to_f64(&c)) {
+        metrics::gauge!("agentq_llm_cost_usd_total", "model" => model).increment(cost);
+    }
 }

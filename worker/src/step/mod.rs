@@ -57,6 +57,7 @@ pub async fn run_step(ctx: &Context, job: StepJob) -> anyhow::Result<()> {
     match leased(ctx, &mut run).await {
         Ok(()) => Ok(()),
         Err(e) if lease_lost(&e) => {
+            metrics::counter!("agentq_lease_losses_total").increment(1);
             tracing::info!("lease lost to another worker; it carries the session on");
             Ok(())
         }
