@@ -4,6 +4,9 @@
 -- statement as the change itself, numbered from sessions.event_seq.
 
 ALTER TABLE sessions ADD COLUMN event_seq bigint NOT NULL DEFAULT 0;
+-- The W3C traceparent of the request that created the session: every step's job carries it, so
+-- one session is one trace across the API and the workers.
+ALTER TABLE sessions ADD COLUMN traceparent text;
 
 CREATE TABLE session_events (
     session_id  uuid NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,

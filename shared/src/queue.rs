@@ -20,10 +20,23 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// "Make step `step` of session `session_id` happen."
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepJob {
     pub session_id: Uuid,
     pub step: u32,
+    /// The session's trace (W3C `traceparent`), so every step joins it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+impl StepJob {
+    pub fn new(session_id: Uuid, step: u32, traceparent: Option<String>) -> Self {
+        Self {
+            session_id,
+            step,
+            traceparent,
+        }
+    }
 }
 
 /// Why a step is pushed; it decides the job's id.
@@ -39,8 +52,8 @@ pub enum Push {
 }
 
 impl Push {
-    fn task_id(self, job: StepJob) -> TaskId {
-        let StepJob { session_id, step } = job;
+    fn task_id(self, job: &StepJob) -> TaskId {
+        let (session_id, step) = (job.session_id, job.step);
         TaskId::from_string(match self {
             Push::Next => format!("{session_id}:{step}"),
             Push::Resume => format!("{session_id}:{step}:approval"),
@@ -187,12 +200,13 @@ impl StepQueue {
     /// Pushes the job with the id its purpose gives it, and wakes idle workers.
     pub async fn push(&self, job: StepJob, why: Push) -> Result<(), EnqueueError> {
         let mut storage = self.storage.clone();
+        let (session_id, step, task_id) = (job.session_id, job.step, why.task_id(&job));
         storage
-            .push_task(TaskBuilder::new(job).task_id(why.task_id(job)).build())
+            .push_task(TaskBuilder::new(job).task_id(task_id).build())
             .await
             .map_err(|e| EnqueueError {
-                session_id: job.session_id,
-                step: job.step,
+                session_id,
+                step,
                 message: e.to_string(),
             })?;
         // A lost wake-up costs only the poll interval.
@@ -270,13 +284,10 @@ mod tests {
 
     #[test]
     fn each_purpose_has_its_own_id() {
-        let job = StepJob {
-            session_id: Uuid::nil(),
-            step: 3,
-        };
+        let job = StepJob::new(Uuid::nil(), 3, None);
         let ids: Vec<String> = [Push::Next, Push::Resume, Push::Repair { fence: 7 }]
             .into_iter()
-            .map(|why| why.task_id(job).to_string())
+            .map(|why| why.task_id(&job).to_string())
             .collect();
         let nil = Uuid::nil();
         assert_eq!(

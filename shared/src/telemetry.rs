@@ -1,7 +1,18 @@
 //! Logging and tracing, set up once per process: `RUST_LOG` filters, `AGENTQ_LOG_FORMAT=json` for
 //! machine-readable logs, and OTLP export of spans when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//!
+//! Spans always carry OpenTelemetry context (exported or not), so one session is one trace: the
+//! API's span for the `POST` is the parent of every step's span, on every worker. The session
+//! keeps its W3C `traceparent` and each step job carries it ([`traceparent`],
+//! [`continue_trace`]); the `session`/`step` spans record their `trace_id`, which JSON log
+//! lines carry with `session_id` and `step`.
 
-use opentelemetry::trace::TracerProvider as _;
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -35,16 +46,52 @@ pub fn init(service_name: &'static str, default_filter: &str) -> TelemetryGuard 
     let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty())
-        .and_then(|_| otlp_provider(service_name));
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
+        .and_then(|_| otlp_provider(service_name))
+        .unwrap_or_else(|| {
+            // No exporter: spans still get trace ids, for logs and propagation.
+            opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_resource(resource(service_name))
+                .build()
+        });
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
         .with(otel)
         .try_init();
-    TelemetryGuard(provider)
+    TelemetryGuard(Some(provider))
+}
+
+fn resource(service_name: &'static str) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name)
+        .build()
+}
+
+/// The span's trace as a W3C `traceparent` header value, to hand to another process.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace in `traceparent` (from another process).
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(parent);
+}
+
+/// The span's trace id (32 hex digits), recorded in its `trace_id` field for the logs.
+pub fn record_trace_id(span: &tracing::Span) {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", span_context.trace_id().to_string());
+    }
 }
 
 fn otlp_provider(
@@ -60,13 +107,10 @@ fn otlp_provider(
             return None;
         }
     };
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(service_name)
-        .build();
     Some(
         opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(resource)
+            .with_resource(resource(service_name))
             .build(),
     )
 }

@@ -68,10 +68,8 @@ pub async fn pass(ctx: &Context) -> anyhow::Result<()> {
         .claim_stalled(durability.stall_after, REPAIRS_PER_PASS)
         .await?
     {
-        let job = StepJob {
-            session_id: repair.session_id,
-            step: repair.next_step,
-        };
+        let (id, step) = (repair.session_id, repair.next_step);
+        let job = StepJob::new(id, step, repair.traceparent);
         ctx.queue
             .push(
                 job,
@@ -81,7 +79,7 @@ pub async fn pass(ctx: &Context) -> anyhow::Result<()> {
             )
             .await?;
         metrics::counter!("agentq_reconciler_repairs_total").increment(1);
-        tracing::info!(session_id = %job.session_id, step = job.step, "re-enqueued a stalled session");
+        tracing::info!(session_id = %id, step, "re-enqueued a stalled session");
     }
     store
         .forget_idempotency_keys(durability.idempotency_keep)

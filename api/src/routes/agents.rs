@@ -7,12 +7,13 @@ use std::time::Duration;
 use agentq_shared::queue::{Push, StepJob};
 use agentq_shared::schemas::{
     AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, FieldError, NUL_MESSAGE,
-    RunDefaults, SessionList, SessionStatus,
+    RunDefaults, SessionList, SessionStatus, ValidatedRun,
 };
 use agentq_shared::store::{
     ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, IdempotencyKey, ListQuery,
-    NewSession, sha256_hex,
+    NewSession, Principal, sha256_hex,
 };
+use agentq_shared::telemetry;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -20,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -76,14 +78,31 @@ pub async fn run(
         )
         .map_err(ApiError::Validation)?;
     let id = Uuid::now_v7();
+    // The session's trace starts here; every step's span joins it.
+    let span = tracing::info_span!("session", session_id = %id, trace_id = tracing::field::Empty);
+    telemetry::record_trace_id(&span);
+    create(state, principal, run, idempotency, id)
+        .instrument(span)
+        .await
+}
+
+async fn create(
+    state: AppState,
+    principal: Principal,
+    run: ValidatedRun,
+    idempotency: Option<IdempotencyKey>,
+    id: Uuid,
+) -> Result<Response, ApiError> {
     let model = run.model.clone();
-    let new = NewSession::now(
+    let mut new = NewSession::now(
         id,
         principal.org_id,
         run,
         state.config.session_deadline,
         idempotency,
     );
+    new.traceparent = telemetry::traceparent(&tracing::Span::current());
+    let traceparent = new.traceparent.clone();
     match state.store.create_session(new).await? {
         Created::New => {}
         Created::Existing(existing) => {
@@ -107,10 +126,7 @@ pub async fn run(
             ));
         }
     }
-    let first = StepJob {
-        session_id: id,
-        step: 0,
-    };
+    let first = StepJob::new(id, 0, traceparent);
     if let Err(e) = state.queue.push(first, Push::Next).await {
         // The session is safe in the store: the reconciler enqueues it once Redis answers again.
         tracing::warn!(session_id = %id, error = %e, "cannot enqueue the first step yet; the reconciler will");
@@ -376,8 +392,8 @@ pub async fn approve(
         reason: request.reason,
     };
     let (outcome, session) = state.store.decide_approval(&decision).await?;
-    match outcome {
-        ApprovalOutcome::Recorded => {}
+    let traceparent = match outcome {
+        ApprovalOutcome::Recorded { traceparent } => traceparent,
         ApprovalOutcome::NotFound => return Err(ApiError::not_found("session")),
         ApprovalOutcome::Conflict(message) => {
             return Err(ApiError::client(
@@ -393,12 +409,9 @@ pub async fn approve(
                 "the approval window closed; the session has failed",
             ));
         }
-    }
-    tracing::info!(%session_id, step = request.step, approved = request.approved, key_id = %principal.key_id, "approval recorded");
-    let job = StepJob {
-        session_id,
-        step: request.step,
     };
+    tracing::info!(%session_id, step = request.step, approved = request.approved, key_id = %principal.key_id, "approval recorded");
+    let job = StepJob::new(session_id, request.step, traceparent);
     if let Err(e) = state.queue.push(job, Push::Resume).await {
         // The decision is recorded: the reconciler enqueues the step once Redis answers again.
         tracing::warn!(%session_id, error = %e, "cannot enqueue the approved step yet; the reconciler will");

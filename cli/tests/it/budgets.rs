@@ -84,10 +84,7 @@ async fn steps_creates_and_polls_stay_within_their_round_trip_budgets() {
     // Postgres round trips and 6 Redis commands each, besides the queue's own.
     let ctx = env.worker_context().await;
     for step in 0..2 {
-        let job = StepJob {
-            session_id: id,
-            step,
-        };
+        let job = StepJob::new(id, step, None);
         let (done, spent) = counted(
             &format!("step {step}"),
             ctx.store.counters(),

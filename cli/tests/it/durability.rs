@@ -37,12 +37,9 @@ async fn a_job_delivered_twice_at_once_makes_one_step() {
     let id = env.run(&key, "marker-dup: go", json!({})).await;
     let ctx = env.worker_context().await;
     for step in 0..2 {
-        let job = StepJob {
-            session_id: id,
-            step,
-        };
+        let job = StepJob::new(id, step, None);
         let (a, b) = tokio::join!(
-            agentq_worker::step::run_step(&ctx, job),
+            agentq_worker::step::run_step(&ctx, job.clone()),
             agentq_worker::step::run_step(&ctx, job)
         );
         a.unwrap();
@@ -65,15 +62,9 @@ async fn a_job_delivered_twice_at_once_makes_one_step() {
         2
     );
     // A late third delivery of a finished step changes nothing.
-    agentq_worker::step::run_step(
-        &ctx,
-        StepJob {
-            session_id: id,
-            step: 0,
-        },
-    )
-    .await
-    .unwrap();
+    agentq_worker::step::run_step(&ctx, StepJob::new(id, 0, None))
+        .await
+        .unwrap();
     assert_eq!(env.llm.calls_for("marker-dup").len(), 2);
 }
 

@@ -529,3 +529,72 @@ async fn metrics_move_as_a_session_runs() {
         );
     }
 }
+
+/// Every `trace_id` the JSON log lines of this environment's processes carry for `session`,
+/// with the binary each came from and the step when there is one.
+fn traces_in_logs(env: &TestEnv, session: Uuid) -> Vec<(String, Option<u64>, String)> {
+    let mut found = Vec::new();
+    let dir = std::env::temp_dir();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&format!("{}-agentq", env.redis_prefix)) {
+            continue;
+        }
+        let binary = if name.contains("agentq-api") {
+            "api"
+        } else {
+            "worker"
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(log) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            for span in log["spans"].as_array().into_iter().flatten() {
+                if span["session_id"] == json!(session.to_string())
+                    && let Some(trace) = span["trace_id"].as_str()
+                {
+                    found.push((binary.to_owned(), span["step"].as_u64(), trace.to_owned()));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn one_session_is_one_trace_across_the_api_and_the_workers() {
+    let mut env = TestEnv::new().await;
+    env.set("AGENTQ_LOG_FORMAT", "json");
+    env.set("RUST_LOG", "info,agentq_worker::step=debug");
+    env.start_api().await;
+    env.start_worker();
+    env.start_worker();
+    let key = env.key("acme").await;
+    env.llm.script(
+        "marker-trace",
+        vec![
+            Turn::tool("echo", json!({"text": "traced"})),
+            Turn::answer("done"),
+        ],
+    );
+    let id = env
+        .run(&key, "marker-trace: go", json!({"tools": ["echo"]}))
+        .await;
+    env.wait_status(&key, id, SessionStatus::Completed).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let traces = loop {
+        let traces = traces_in_logs(&env, id);
+        let steps: Vec<u64> = traces.iter().filter_map(|(_, step, _)| *step).collect();
+        if traces.iter().any(|(b, _, _)| b == "api") && steps.contains(&0) && steps.contains(&1) {
+            break traces;
+        }
+        assert!(Instant::now() < deadline, "log lines missing: {traces:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ids: std::collections::BTreeSet<&str> = traces.iter().map(|(_, _, t)| t.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one trace id: {traces:?}");
+    let trace = ids.into_iter().next().unwrap();
+    assert_eq!(trace.len(), 32, "{trace}");
+    assert!(trace.chars().all(|c| c.is_ascii_hexdigit()) && trace != "0".repeat(32));
+}

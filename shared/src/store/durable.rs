@@ -29,7 +29,11 @@ pub enum Cancelled {
 /// What an approval decision changed.
 #[derive(Debug, Clone)]
 pub enum Approved {
-    Recorded { head: Head, approval: StepApproval },
+    Recorded {
+        head: Head,
+        approval: StepApproval,
+        traceparent: Option<String>,
+    },
     Expired(Head),
     Outcome(ApprovalOutcome),
 }

@@ -26,6 +26,8 @@ pub struct NewSession {
     pub deadline_at: DateTime<Utc>,
     pub idempotency: Option<IdempotencyKey>,
     pub created_at: DateTime<Utc>,
+    /// The trace the session's steps join (W3C `traceparent`).
+    pub traceparent: Option<String>,
 }
 
 impl NewSession {
@@ -49,6 +51,7 @@ impl NewSession {
             deadline_at: micros(now.checked_add_signed(deadline).unwrap_or(now)),
             idempotency,
             created_at: micros(now),
+            traceparent: None,
         }
     }
 }
@@ -296,6 +299,8 @@ pub struct StepRun {
     pub state: SessionState,
     /// Taking the lease moved the session from `pending` to `running`.
     pub became_running: bool,
+    /// The session's trace, which the next step's job carries on.
+    pub traceparent: Option<String>,
 }
 
 impl StepRun {
@@ -353,8 +358,10 @@ pub enum CancelOutcome {
 /// How an approval decision went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApprovalOutcome {
-    /// Recorded; the step must be enqueued again to act on it.
-    Recorded,
+    /// Recorded; the step must be enqueued again to act on it (joining the session's trace).
+    Recorded {
+        traceparent: Option<String>,
+    },
     NotFound,
     /// Not awaiting approval of that step (the message says what it is doing).
     Conflict(String),
@@ -410,9 +417,10 @@ pub struct ListQuery {
 }
 
 /// A stalled session claimed for re-enqueueing; `fence` makes the repair's job id unique.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repair {
     pub session_id: Uuid,
     pub next_step: u32,
     pub fence: i64,
+    pub traceparent: Option<String>,
 }

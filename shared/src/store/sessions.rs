@@ -161,7 +161,11 @@ impl Store {
     ) -> StoreResult<(ApprovalOutcome, Option<AgentSession>)> {
         let id = decision.session_id;
         let outcome = match self.durable.decide_approval(decision).await? {
-            Approved::Recorded { head, approval } => {
+            Approved::Recorded {
+                head,
+                approval,
+                traceparent,
+            } => {
                 let step = decision.step;
                 self.catch_up(&head, |session| {
                     if let Some(s) = session.steps.iter_mut().find(|s| s.index == step) {
@@ -169,7 +173,7 @@ impl Store {
                     }
                 })
                 .await;
-                ApprovalOutcome::Recorded
+                ApprovalOutcome::Recorded { traceparent }
             }
             Approved::Expired(head) => {
                 Self::ended(&head);

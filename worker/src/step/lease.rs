@@ -16,6 +16,7 @@ pub async fn take(ctx: &Context, job: StepJob) -> anyhow::Result<Option<StepRun>
     let StepJob {
         session_id: id,
         step: n,
+        traceparent,
     } = job;
     let owner = format!("{}/{}", ctx.worker_name, Uuid::new_v4().simple());
     let ttl = ctx.config.durability.lease_ttl;
@@ -36,10 +37,7 @@ pub async fn take(ctx: &Context, job: StepJob) -> anyhow::Result<Option<StepRun>
                 if n + 1 == next_step {
                     // Crashed after advancing but before the push: push again (a no-op if it
                     // was pushed).
-                    let next = StepJob {
-                        session_id: id,
-                        step: next_step,
-                    };
+                    let next = StepJob::new(id, next_step, traceparent);
                     ctx.queue.push(next, Push::Next).await?;
                 }
                 tracing::debug!(next_step, "not the current step; duplicate job acked");

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use agentq_shared::queue::StepJob;
 use agentq_shared::schemas::FailureCode;
 use agentq_shared::store::{Ending, StepRun, StoreError};
+use agentq_shared::telemetry;
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
 use tracing::Instrument;
@@ -37,9 +38,14 @@ use end::Finish;
 use guard::Interrupt;
 
 pub async fn handle(job: StepJob, ctx: Data<Arc<Context>>) -> Result<(), BoxDynError> {
-    let span = tracing::info_span!("step", session_id = %job.session_id, step = job.step);
+    let span = tracing::info_span!("step", session_id = %job.session_id, step = job.step,
+        trace_id = tracing::field::Empty);
+    // The step joins the session's trace, begun by the API's POST.
+    telemetry::continue_trace(&span, job.traceparent.as_deref());
+    telemetry::record_trace_id(&span);
+    let (id, n) = (job.session_id, job.step);
     run_step(&ctx, job).instrument(span).await.map_err(|e| {
-        tracing::error!(session_id = %job.session_id, step = job.step, error = ?e, "step failed; the queue will retry it");
+        tracing::error!(session_id = %id, step = n, error = ?e, "step failed; the queue will retry it");
         e.into()
     })
 }
@@ -51,9 +57,11 @@ fn lease_lost(e: &anyhow::Error) -> bool {
 
 /// Makes step `job.step` of its session happen (public so tests and benchmarks can drive it).
 pub async fn run_step(ctx: &Context, job: StepJob) -> anyhow::Result<()> {
+    let traceparent = job.traceparent.clone();
     let Some(mut run) = lease::take(ctx, job).await? else {
         return Ok(());
     };
+    run.traceparent = traceparent;
     match leased(ctx, &mut run).await {
         Ok(()) => Ok(()),
         Err(e) if lease_lost(&e) => {

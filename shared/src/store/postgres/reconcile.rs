@@ -47,7 +47,7 @@ pub(super) async fn claim_stalled(
                AND (repaired_at IS NULL OR repaired_at < now() - make_interval(secs => $1))
              ORDER BY updated_at LIMIT $2
              FOR UPDATE SKIP LOCKED)
-         RETURNING id, next_step, fence",
+         RETURNING id, next_step, fence, traceparent",
         idle.as_secs_f64(),
         limit,
     )
@@ -59,6 +59,7 @@ pub(super) async fn claim_stalled(
             session_id: row.id,
             next_step: row.next_step.max(0) as u32,
             fence: row.fence,
+            traceparent: row.traceparent,
         })
         .collect())
 }

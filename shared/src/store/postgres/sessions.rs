@@ -34,8 +34,8 @@ pub(super) async fn create(pool: &PgPool, new: &NewSession) -> StoreResult<Optio
                RETURNING session_id
            ), created AS (
                INSERT INTO sessions (id, org_id, model, request, max_steps, deadline_at,
-                                     created_at, updated_at, event_seq)
-               SELECT $1, $2, $3, $4, $5, $6, $9, $9, 1
+                                     created_at, updated_at, event_seq, traceparent)
+               SELECT $1, $2, $3, $4, $5, $6, $9, $9, 1, $10
                WHERE $7::text IS NULL OR EXISTS (SELECT 1 FROM claim)
                RETURNING id
            ), event AS (
@@ -52,6 +52,7 @@ pub(super) async fn create(pool: &PgPool, new: &NewSession) -> StoreResult<Optio
         key,
         hash,
         new.created_at,
+        new.traceparent,
     )
     .fetch_one(pool)
     .await?;
@@ -243,14 +244,14 @@ pub(super) async fn decide_approval(
     let event = serde_json::json!({"state": "decided", "step": step, "approved": approval.approved,
         "reason": approval.reason, "decided_by": approval.decided_by,
         "decided_at": approval.decided_at});
-    let head = sqlx::query_as!(
-        HeadRow,
+    let row = sqlx::query!(
         r#"WITH head AS (
                UPDATE sessions SET status = 'running', approval_expires_at = NULL,
                    event_seq = event_seq + 2, version = version + 1, updated_at = now()
                WHERE id = $1
                RETURNING id, status, next_step, final_answer, error_code, error_message,
-                         cancel_requested, version, approval_expires_at, updated_at, event_seq
+                         cancel_requested, version, approval_expires_at, updated_at, event_seq,
+                         traceparent
            ), events AS (
                INSERT INTO session_events (session_id, seq, kind, data)
                SELECT id, event_seq - 1, 'approval', $2::jsonb FROM head
@@ -259,16 +260,33 @@ pub(super) async fn decide_approval(
            )
            SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
                   error_code, error_message, cancel_requested AS "cancel_requested!",
-                  version AS "version!", approval_expires_at, updated_at AS "updated_at!"
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!",
+                  traceparent
            FROM head"#,
         id,
         event,
     )
     .fetch_one(&mut *tx)
-    .await?
-    .head()?;
+    .await?;
     tx.commit().await?;
-    Ok(Approved::Recorded { head, approval })
+    let head = HeadRow {
+        id: row.id,
+        status: row.status,
+        next_step: row.next_step,
+        final_answer: row.final_answer,
+        error_code: row.error_code,
+        error_message: row.error_message,
+        cancel_requested: row.cancel_requested,
+        version: row.version,
+        approval_expires_at: row.approval_expires_at,
+        updated_at: row.updated_at,
+    }
+    .head()?;
+    Ok(Approved::Recorded {
+        head,
+        approval,
+        traceparent: row.traceparent,
+    })
 }
 
 /// A session's events after `after`, in order.

@@ -96,6 +96,7 @@ pub(super) async fn take_lease(
         step,
         state: state(session, row.steps.0, row.spend.0)?,
         became_running: row.became_running,
+        traceparent: None,
     }))
 }
 
