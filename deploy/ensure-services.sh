@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Makes sure this machine has what agentq's scripts need, installing or starting only what is
 # missing: Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user postgres, no password),
-# a C compiler, and the Rust tools the test suite uses (cargo-nextest, sqlx-cli, rustfmt, clippy).
+# a C compiler, the Rust tools the test suite uses (cargo-nextest, sqlx-cli, rustfmt, clippy) and
+# schemathesis (from PyPI, in a virtualenv at $AGENTQ_VENV [~/.cache/agentq-venv]), which the
+# OpenAPI test runs against /openapi.json.
 #
 # Idempotent: when everything is already there it prints nothing and takes well under a second.
 # Every action it takes prints one line starting with "ensure-services:".
 #
 # Usage: deploy/ensure-services.sh [--no-rust-tools] [--no-services] [--docker]
-#   --no-rust-tools  skip cargo-nextest, sqlx-cli, rustfmt and clippy (cargo itself is still
-#                    required)
+#   --no-rust-tools  skip cargo-nextest, sqlx-cli, rustfmt, clippy and schemathesis (cargo
+#                    itself is still required)
 #   --no-services    skip Redis and PostgreSQL (for when they run elsewhere)
 #   --docker         also a Docker engine (started with dockerd when none answers) and the
 #                    code_run sandbox images (deploy/sandbox/build-images.sh when missing)
@@ -298,6 +300,26 @@ ensure_bwrap() {
   apt_install bubblewrap
 }
 
+# schemathesis checks the served OpenAPI document against the running API (cli/tests/it/openapi.rs).
+# Pinned: a new release may add checks, which should be a deliberate change here.
+readonly SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv=${AGENTQ_VENV:-$HOME/.cache/agentq-venv}
+  if [[ -x $venv/bin/schemathesis ]] &&
+    [[ $("$venv/bin/schemathesis" --version 2>/dev/null) == *"version $SCHEMATHESIS_VERSION" ]]; then
+    return 0
+  fi
+  command -v python3 >/dev/null || apt_install python3
+  if [[ ! -x $venv/bin/pip ]]; then
+    python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+    log "creating a Python virtualenv at $venv"
+    python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION into $venv (pip, from PyPI)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" ||
+    die "pip install schemathesis failed"
+}
+
 # --- main -----------------------------------------------------------------------------------
 
 ensure_c_toolchain
@@ -312,6 +334,7 @@ if ((want_rust_tools)); then
   ensure_rust_component clippy clippy
   ensure_nextest
   ensure_sqlx_cli
+  ensure_schemathesis
 fi
 ensure_bwrap
 ((want_docker)) && ensure_docker

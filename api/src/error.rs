@@ -88,6 +88,37 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The error body, for the API description (the responses are built in `into_response`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `unauthorized`, `not_found`, `invalid_request`,
+    /// `malformed_json`, `unsupported_media_type`, `payload_too_large`,
+    /// `invalid_idempotency_key`, `idempotency_key_reused`, `session_finished`,
+    /// `not_awaiting_approval`, `approval_expired`, `method_not_allowed`, `internal`.
+    pub code: String,
+    pub message: String,
+    /// With `invalid_request`: one entry per invalid field.
+    #[schema(nullable = false)]
+    pub fields: Option<Vec<FieldError>>,
+}
+
+/// A path that does not name a session is simply not found.
+pub fn path_rejection(_: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::not_found("session")
+}
+
+/// A query string that cannot be read.
+pub fn query_rejection(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::invalid("query", &rejection.body_text())
+}
+
 /// Maps axum's JSON rejections onto our error shape.
 pub fn json_rejection(rejection: JsonRejection) -> ApiError {
     let (status, code) = match &rejection {

@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
+        .route("/openapi.json", get(openapi::spec))
+        .route("/docs", get(openapi::docs))
         .route_layer(axum::middleware::from_fn(measure))
         .fallback(|| async {
             ApiError::client(StatusCode::NOT_FOUND, "not_found", "no such route")

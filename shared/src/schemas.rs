@@ -11,7 +11,7 @@ const MAX_MODEL_NAME: usize = 100;
 /// Postgres cannot store U+0000, and no text a client means to send contains one.
 pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     Pending,
@@ -61,14 +61,15 @@ impl std::fmt::Display for SessionStatus {
 }
 
 /// A tool the model chose to call, with the arguments it gave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolCall {
     pub tool: String,
+    /// The arguments, as the model gave them (a JSON object).
     pub args: serde_json::Value,
 }
 
 /// Tokens of one LLM call or a sum of them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -94,7 +95,7 @@ impl Usage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentStep {
     pub index: u32,
     pub thought: Option<String>,
@@ -123,7 +124,7 @@ pub struct AgentStep {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepApproval {
     pub approved: bool,
     pub reason: Option<String>,
@@ -134,7 +135,7 @@ pub struct StepApproval {
 
 /// The model's turn a session waits on while `awaiting_approval`. One decision covers every call
 /// of the turn, and none of them runs before it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingApproval {
     pub step: u32,
     /// The first call that needs approval (also listed in `calls`).
@@ -150,7 +151,7 @@ pub struct PendingApproval {
 }
 
 /// One tool call of a turn awaiting approval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingCall {
     /// Its position in the turn, from 0.
     pub call: u32,
@@ -178,16 +179,20 @@ pub struct CallReview {
 }
 
 /// `POST /v1/agents/{id}/approve`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalRequest {
+    /// The step awaiting approval (`pending_approval.step`).
     pub step: u32,
+    /// Whether every call of that step may run.
     pub approved: bool,
+    /// Why; recorded with the decision. No NUL character.
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000]*$")]
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Totals {
     pub steps: u32,
     pub input_tokens: u64,
@@ -199,14 +204,14 @@ pub struct Totals {
     pub llm_calls: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionError {
     pub code: FailureCode,
     pub message: String,
 }
 
 /// Why a session failed: `error.code`, a stable machine-readable string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureCode {
     /// The agent used all `max_steps` without a final answer.
@@ -291,7 +296,7 @@ impl PartialEq<&str> for FailureCode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentSession {
     pub session_id: Uuid,
     pub org_id: Uuid,
@@ -313,7 +318,7 @@ pub struct AgentSession {
 
 /// One event of a session's stream (`GET /v1/agents/{id}/events`), numbered 1, 2, 3, ... per
 /// session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionEvent {
     pub seq: i64,
     pub kind: EventKind,
@@ -325,7 +330,7 @@ pub struct SessionEvent {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// The session's status changed.
@@ -356,7 +361,7 @@ impl EventKind {
 }
 
 /// A session in a listing (`GET /v1/agents`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionSummary {
     pub session_id: Uuid,
     pub status: SessionStatus,
@@ -372,14 +377,14 @@ pub struct SessionSummary {
 }
 
 /// A page of `GET /v1/agents`, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionList {
     pub sessions: Vec<SessionSummary>,
     /// Pass as `cursor` for the next page; `None` on the last one.
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
@@ -387,10 +392,15 @@ pub enum Role {
     Assistant,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One message of the conversation. System messages may only open it; then `user` and
+/// `assistant` alternate, starting and ending with `user`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
+    #[schema(value_type = Role)]
     pub role: String,
+    /// Not blank; no NUL character.
+    #[schema(min_length = 1, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub content: String,
 }
 
@@ -405,22 +415,35 @@ impl Message {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentRunRequest {
+    #[schema(min_items = 1)]
     pub messages: Vec<Message>,
+    /// The Claude model; omitted means the deployment's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub model: Option<String>,
-    /// Tool names the agent may use; omitted means every tool this deployment offers.
+    /// Tool names the agent may use, each once (`GET /v1/tools` lists them); omitted means
+    /// every tool this deployment offers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeSet<String>>)]
     pub tools: Option<Vec<String>>,
+    /// Most steps (model turns) the session may take; 10 when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 50)]
     pub max_steps: Option<u32>,
     /// Most tokens (input, output and cache) the session may spend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u64>,
     /// Most USD the session may spend, e.g. 0.50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0)]
     pub max_cost_usd: Option<serde_json::Number>,
     /// `native` (tool use, the default) or `json` (the JSON ReAct protocol).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -428,7 +451,7 @@ pub struct AgentRunRequest {
 }
 
 /// How the agent talks to the model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReactMode {
     /// The provider's native tool use.
@@ -439,7 +462,7 @@ pub enum ReactMode {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentRunResponse {
     pub session_id: Uuid,
     pub status: SessionStatus,
@@ -447,7 +470,7 @@ pub struct AgentRunResponse {
 }
 
 /// One problem with a request, naming the field it is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -514,7 +537,7 @@ impl AgentRunRequest {
                 errors.push(FieldError::new("model", NUL_MESSAGE));
                 model
             }
-            Some(model) if model.trim().is_empty() || model.len() > MAX_MODEL_NAME => {
+            Some(model) if model.trim().is_empty() || model.chars().count() > MAX_MODEL_NAME => {
                 errors.push(FieldError::new(
                     "model",
                     format!(
@@ -634,6 +657,45 @@ mod tests {
             role: role.into(),
             content: content.into(),
         }
+    }
+
+    /// The bounds the OpenAPI schema documents (literals, as utoipa wants them) are the ones
+    /// `validate` enforces.
+    #[test]
+    fn documented_bounds_are_the_enforced_ones() {
+        let schema = serde_json::to_value(<AgentRunRequest as utoipa::PartialSchema>::schema())
+            .expect("schema serializes");
+        let properties = &schema["properties"];
+        assert_eq!(properties["max_steps"]["maximum"], MAX_STEPS_LIMIT);
+        assert_eq!(properties["max_steps"]["minimum"], 1);
+        assert_eq!(properties["model"]["maxLength"], MAX_MODEL_NAME);
+        assert_eq!(properties["messages"]["minItems"], 1);
+        let message = serde_json::to_value(<Message as utoipa::PartialSchema>::schema())
+            .expect("schema serializes");
+        let pattern = message["properties"]["content"]["pattern"]
+            .as_str()
+            .expect("content has a pattern");
+        assert_eq!(pattern, r"^[^\u0000]*[^\s\u0000][^\u0000]*$");
+        let at_limit = AgentRunRequest {
+            messages: vec![msg("user", "hi")],
+            model: Some("é".repeat(MAX_MODEL_NAME)),
+            tools: None,
+            max_steps: Some(MAX_STEPS_LIMIT),
+            max_tokens: Some(1),
+            max_cost_usd: None,
+            react_mode: None,
+        };
+        assert!(at_limit.clone().validate(&[], &defaults("m")).is_ok());
+        let past = AgentRunRequest {
+            model: Some("é".repeat(MAX_MODEL_NAME + 1)),
+            max_steps: Some(MAX_STEPS_LIMIT + 1),
+            ..at_limit
+        };
+        let errors = past
+            .validate(&[], &defaults("m"))
+            .expect_err("past the bounds");
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["model", "max_steps"]);
     }
 
     fn defaults(model: &str) -> RunDefaults {

@@ -15,7 +15,7 @@ use agentq_shared::store::{
 };
 use agentq_shared::telemetry;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Auth;
-use crate::error::{ApiError, json_rejection};
+use crate::error::{ApiError, ErrorBody, json_rejection, path_rejection, query_rejection};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -60,6 +60,30 @@ fn idempotency_key(
     }))
 }
 
+/// Start an agent session.
+///
+/// The session is written and its first step queued; workers run it. Poll it at `poll_url`,
+/// follow its events, or long-poll it. With an `Idempotency-Key`, the same key and request
+/// return the same session (200); the key with another request is refused (409).
+#[utoipa::path(post, path = "/v1/agents/run", tag = "sessions",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes the create safe to retry: 1 to 255 visible characters, kept 48 h")),
+    request_body = AgentRunRequest,
+    responses(
+        (status = 202, description = "Started", body = AgentRunResponse,
+            headers(("Location" = String, description = "The session's URL"))),
+        (status = 200, description = "The session this Idempotency-Key already started",
+            body = AgentRunResponse),
+        (status = 400, description = "`malformed_json` or `invalid_idempotency_key`",
+            body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: send application/json",
+            body = ErrorBody),
+        (status = 422, description = "`invalid_request`, naming each bad field", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn run(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -179,12 +203,31 @@ pub struct GetQuery {
 /// With `wait=S`, the answer comes as soon as the session has a step after `after_step` or a
 /// status other than the one it had when the call came (at once when it has finished), else
 /// after S seconds with the session as it is.
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "sessions",
+    params(
+        ("id" = String, Path, description = "The session id"),
+        ("wait" = Option<u32>, Query, maximum = 60,
+            description = "Long-poll: wait up to this many seconds (0 to 60) for a change"),
+        ("after_step" = Option<u32>, Query,
+            description = "With `wait`: answer once the session has a step after this one"),
+    ),
+    responses(
+        (status = 200, description = "The session", body = AgentSession),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found` (also for another org's session)",
+            body = ErrorBody),
+        (status = 422, description = "`invalid_request`: a bad `wait` or `after_step`",
+            body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Path(id): Path<String>,
-    Query(query): Query<GetQuery>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(path_rejection)?;
+    let Query(query) = query.map_err(query_rejection)?;
     let id = session_id(&id)?;
     let wait = match query.wait.as_deref() {
         None => None,
@@ -263,12 +306,28 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-/// `GET /v1/agents`: the org's sessions, newest first, a page at a time.
+/// List the org's sessions, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/agents", tag = "sessions",
+    params(
+        ("status" = Option<SessionStatus>, Query, description = "Only sessions in this status"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100,
+            description = "Sessions per page (1 to 100, default 20)"),
+        ("cursor" = Option<String>, Query,
+            description = "The `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page", body = SessionList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: a bad status, limit or cursor",
+            body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Query(params): Query<ListParams>,
+    query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<SessionList>, ApiError> {
+    let Query(params) = query.map_err(query_rejection)?;
     let status = match params.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(SessionStatus::parse(s.trim()).ok_or_else(|| {
@@ -331,11 +390,27 @@ fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
     ))
 }
 
+/// Cancel a session.
+///
+/// A session no worker is running (awaiting approval, between steps) is cancelled at once;
+/// a running one stops at its worker's next check (its LLM call or tool is dropped).
+#[utoipa::path(post, path = "/v1/agents/{id}/cancel", tag = "sessions",
+    params(("id" = String, Path, description = "The session id")),
+    responses(
+        (status = 202, description = "Cancelled, or being cancelled", body = AgentSession),
+        (status = 200, description = "Already cancelled", body = AgentSession),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`session_finished`: it completed or failed",
+            body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let Path(id) = path.map_err(path_rejection)?;
     let session_id = session_id(&id)?;
     let (outcome, session) = state
         .store
@@ -364,13 +439,32 @@ pub async fn cancel(
     }
 }
 
-/// A human approves or rejects the tool calls a session waits on; the step is enqueued again.
+/// Approve or reject the tool calls a session waits on.
+///
+/// One decision covers every call of the turn (`pending_approval.calls`); the step runs
+/// again. A rejection refuses the calls that need approval; the agent observes it.
+#[utoipa::path(post, path = "/v1/agents/{id}/approve", tag = "sessions",
+    params(("id" = String, Path, description = "The session id")),
+    request_body = ApprovalRequest,
+    responses(
+        (status = 202, description = "Recorded; the step runs again", body = AgentSession),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_awaiting_approval` or `approval_expired`",
+            body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Result<Json<ApprovalRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let Path(id) = path.map_err(path_rejection)?;
     let Json(request) = body.map_err(json_rejection)?;
     let reason_problem = match request.reason.as_deref() {
         Some(r) if r.len() > MAX_REASON => Some(format!("must be at most {MAX_REASON} bytes")),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use agentq_shared::schemas::{EventKind, SessionEvent};
 use agentq_shared::store::{ChangeFeed, Store};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -23,12 +24,27 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Auth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody, path_rejection, query_rejection};
 use crate::routes::agents::{owned, session_id};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Read again this often even without a notification (a missed one, or no hot copy).
 const REREAD: Duration = Duration::from_secs(2);
+
+/// One Server-Sent Event of the stream, as the API description gives it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    /// The event's number in the session (`SessionEvent.seq`): resume after it with
+    /// `Last-Event-ID`.
+    pub id: String,
+    /// Its kind: `status`, `step`, `approval` or `done`.
+    #[schema(pattern = "^(status|step|approval|done)$")]
+    pub event: String,
+    /// A `SessionEvent`, as JSON.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
 
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
@@ -57,13 +73,36 @@ fn after_from(headers: &HeaderMap, query: &EventsQuery) -> Result<i64, ApiError>
         })
 }
 
+/// Follow a session's events (Server-Sent Events).
+///
+/// Each event: `id` its number in the session (1, 2, 3, ...), `event` its kind (`status`,
+/// `step`, `approval`, `done`), `data` a `SessionEvent` as JSON. Resume after a dropped
+/// connection with `Last-Event-ID` (or `after`). A comment line every 15 s keeps the
+/// connection alive; the stream ends after `done`.
+#[utoipa::path(get, path = "/v1/agents/{id}/events", tag = "sessions",
+    params(
+        ("id" = String, Path, description = "The session id"),
+        ("after" = Option<u64>, Query, description = "Resume after this event"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "The events, as they happen", content_type = "text/event-stream",
+            body = SseEvent),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: a bad `after` or `Last-Event-ID`",
+            body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Path(id): Path<String>,
-    Query(query): Query<EventsQuery>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Path(id) = path.map_err(path_rejection)?;
+    let Query(query) = query.map_err(query_rejection)?;
     let id = session_id(&id)?;
     let after = after_from(&headers, &query)?;
     owned(&state, principal.org_id, id).await?;
@@ -74,6 +113,7 @@ pub async fn stream(
         after,
         pending: VecDeque::new(),
         done: false,
+        ended: false,
     };
     let events = futures::stream::unfold(follow, |mut follow| async move {
         let event = follow.next().await?;
@@ -90,6 +130,8 @@ struct Follow {
     after: i64,
     pending: VecDeque<SessionEvent>,
     done: bool,
+    /// The session was seen ended before an events read: that read had every event left.
+    ended: bool,
 }
 
 impl Follow {
@@ -109,7 +151,18 @@ impl Follow {
                     self.pending.extend(events);
                     continue;
                 }
-                Ok(_) => {}
+                // Nothing after `after`: a client resuming past `done` (or a session that ended
+                // long ago) must not wait forever. The end commits with its `done` event, so
+                // a read after seeing the end has all there is.
+                Ok(_) if self.ended => return None,
+                Ok(_) => {
+                    if let Ok(Some(session)) = self.store.session(self.id).await
+                        && session.status.is_terminal()
+                    {
+                        self.ended = true;
+                        continue;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(session_id = %self.id, error = %e, "cannot read events; retrying")
                 }

@@ -5,13 +5,20 @@ use serde::Serialize;
 
 use crate::AppState;
 use crate::auth::Auth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ToolList {
     tools: Vec<ToolDefinition>,
 }
 
+/// The tools this deployment offers, with their JSON Schemas.
+#[utoipa::path(get, path = "/v1/tools", tag = "tools",
+    responses(
+        (status = 200, description = "The tools", body = ToolList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Json<ToolList>, ApiError> {
     Ok(Json(ToolList {
         tools: state.tools.as_ref().clone(),

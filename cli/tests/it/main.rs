@@ -14,6 +14,7 @@ mod hardening;
 mod harness;
 mod llm;
 mod observe;
+mod openapi;
 mod sessions;
 mod sql;
 mod web;

@@ -141,6 +141,12 @@ async fn a_client_that_reconnects_elsewhere_gets_every_event_once_in_order() {
         replay.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![7, 8, 9]
     );
+    // Resuming at `done` or past it ends at once with nothing (no wait for events that will
+    // never come).
+    for after in [9, 10, 1_000_000] {
+        let (rest, ended) = read_events(&http, &url, &key, Some(after), |_| false).await;
+        assert!(ended && rest.is_empty(), "after {after}: {rest:?}");
+    }
     // Another org sees nothing; a malformed Last-Event-ID is refused.
     let other = env.key("other-org").await;
     let response = http.get(&url).bearer_auth(&other).send().await.unwrap();
