@@ -1,6 +1,7 @@
 //! agentq-api: validates, authenticates, writes sessions, enqueues their first step, answers
 //! polls from the Redis snapshot (falling back to Postgres) and takes cancel requests.
 
+pub mod admin;
 mod auth;
 pub mod error;
 pub mod openapi;
@@ -34,10 +35,15 @@ impl AppState {
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
         let store = Store::connect(&config.store).await?;
         store.migrate().await?;
+        let settings = QueueSettings {
+            heartbeat_interval: config.heartbeat,
+            missed_heartbeats: config.missed_heartbeats,
+            ..QueueSettings::default()
+        };
         let queue = StepQueue::connect(
             &config.store.redis_url,
             &config.store.redis_prefix,
-            &QueueSettings::default(),
+            &settings,
         )
         .await?;
         Ok(Self {
@@ -114,6 +120,9 @@ pub async fn serve(config: ApiConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on AGENTQ_LISTEN={listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "agentq-api listening");
+    if let Some(admin) = state.config.admin.clone() {
+        admin::serve(&admin, state.queue.board()).await?;
+    }
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -104,6 +104,13 @@ async fn missing_or_malformed_configuration_names_the_variable() {
             Some("8080"),
             "AGENTQ_LISTEN=\"8080\" is malformed",
         ),
+        // The admin listener never runs without its credential.
+        (
+            "agentq-api",
+            "AGENTQ_ADMIN_LISTEN",
+            Some("127.0.0.1:1"),
+            "AGENTQ_ADMIN_TOKEN is not set",
+        ),
         (
             "agentq-worker",
             "ANTHROPIC_API_KEY",

@@ -271,10 +271,62 @@ pub struct ApiConfig {
     pub session_deadline: Duration,
     /// ReAct mode of requests that don't choose one (`AGENTQ_REACT_MODE`).
     pub react_mode: crate::schemas::ReactMode,
+    /// The operators' listener with the apalis board; off unless `AGENTQ_ADMIN_LISTEN` is set.
+    pub admin: Option<AdminConfig>,
+    /// Worker heartbeat and how many may be missed, read like the workers read them, so the
+    /// API counts the same workers alive (queue depth, the board).
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+}
+
+/// `AGENTQ_ADMIN_LISTEN` and `AGENTQ_ADMIN_TOKEN`.
+#[derive(Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The operators' credential (`Authorization: Bearer <token>`, or the page's sign-in).
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// `None` when `AGENTQ_ADMIN_LISTEN` is unset or empty; when it is set, so must
+    /// `AGENTQ_ADMIN_TOKEN` be.
+    pub fn from_env<F: Fn(&str) -> Option<String>>(
+        env: &Env<F>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let listen = match env.raw("AGENTQ_ADMIN_LISTEN") {
+            None => return Ok(None),
+            Some(v) if v.trim().is_empty() => return Ok(None),
+            Some(v) => v.trim().parse().map_err(|_| ConfigError::Malformed {
+                var: "AGENTQ_ADMIN_LISTEN",
+                value: v,
+                expected: "an address and port such as 127.0.0.1:9090",
+            })?,
+        };
+        let token = env
+            .raw("AGENTQ_ADMIN_TOKEN")
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .ok_or(ConfigError::Missing {
+                var: "AGENTQ_ADMIN_TOKEN",
+                expected: "the operators' credential, required with AGENTQ_ADMIN_LISTEN \
+                           (e.g. the output of `openssl rand -hex 32`)",
+            })?;
+        Ok(Some(Self { listen, token }))
+    }
 }
 
 impl ApiConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let durability = Durability::from_env(env)?;
         Ok(Self {
             store: StoreConfig::from_env(env)?,
             tools: ToolSettings::from_env(env)?,
@@ -284,6 +336,9 @@ impl ApiConfig {
                 "an address and port such as 127.0.0.1:8080",
             )?,
             default_model: default_model(env),
+            admin: AdminConfig::from_env(env)?,
+            heartbeat: durability.heartbeat,
+            missed_heartbeats: durability.missed_heartbeats,
             max_body_bytes: env.parsed("AGENTQ_MAX_BODY_BYTES", 1 << 20, "a number of bytes")?,
             session_deadline: env.secs("AGENTQ_SESSION_DEADLINE_SECS", 15 * 60)?,
             react_mode: match env.raw("AGENTQ_REACT_MODE").as_deref().map(str::trim) {

@@ -7,6 +7,8 @@
 //! same step is never queued twice that way; a resume after approval and a repair by the
 //! reconciler need ids of their own, or the skip would swallow them.
 
+mod board;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+pub use board::{BoardQueue, JsonValues, QueueCounts};
 
 /// "Make step `step` of session `session_id` happen."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +244,16 @@ impl StepQueue {
             Some(((), woken))
         });
         futures::stream::select(ticks.boxed(), pushes.boxed()).boxed()
+    }
+
+    /// The queue as the apalis board sees it (`board.rs`).
+    pub fn board(&self) -> BoardQueue {
+        BoardQueue::new(
+            self.storage.clone(),
+            self.conn.clone(),
+            self.name.clone(),
+            self.orphaned_after,
+        )
     }
 
     /// The storage a worker process polls (it should poll on an interval: apalis-redis's own
