@@ -188,6 +188,11 @@ impl Stack {
         Ok(self.store.summary().await?)
     }
 
+    /// Sessions not yet finished: cheap enough to poll while measuring, unlike `summary`.
+    pub async fn unfinished(&self) -> anyhow::Result<u64> {
+        Ok(self.store.unfinished().await?)
+    }
+
     pub async fn lease_holder(&self, id: Uuid) -> anyhow::Result<Option<String>> {
         Ok(self.store.lease_holder(id).await?)
     }

@@ -54,50 +54,48 @@ struct Run {
 
 async fn measure(stack: &Stack, in_flight: usize, seconds: Duration) -> anyhow::Result<Run> {
     let ids: Arc<std::sync::Mutex<Vec<Uuid>>> = Arc::default();
-    let mut created = 0u64;
-    let base = stack.summary().await?.finished();
     let fill = |n: usize| {
         let ids = ids.clone();
         async move {
             let made = futures::future::join_all((0..n).map(|_| create(stack))).await;
             let made: Vec<Uuid> = made.into_iter().flatten().collect();
-            let count = made.len() as u64;
             if let Ok(mut ids) = ids.lock() {
                 ids.extend(made);
             }
-            count
         }
     };
-    created += fill(in_flight).await;
+    fill(in_flight).await;
     // Let the pipeline fill before measuring.
     let warm_until = Instant::now() + seconds / 4;
     let mut window: Option<(Instant, u64, u64, u64)> = None;
-    let mut ticks = 0u64;
+    // The benchmark's own queries in the window, which are not agentq's transactions.
+    let mut own_queries = 0u64;
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        ticks += 1;
-        let summary = stack.summary().await?;
-        let finished = summary.finished() - base;
-        let missing = (created - finished.min(created)) as usize;
-        if missing < in_flight {
-            created += fill(in_flight - missing).await;
+        // Counted from an index of unfinished sessions only: the full summary reads every
+        // session and step, and polling it would take a good part of a core from agentq.
+        let unfinished = stack.unfinished().await? as usize;
+        own_queries += 1;
+        if unfinished < in_flight {
+            fill(in_flight - unfinished).await;
         }
         let now = Instant::now();
         match window {
             None if now >= warm_until => {
+                let steps0 = stack.summary().await?.steps_finished;
                 window = Some((
                     now,
-                    summary.steps_finished,
+                    steps0,
                     stack.transactions().await?,
                     stack.redis_commands().await?,
                 ));
-                ticks = 0;
+                own_queries = 0;
             }
             Some((start, steps0, tx0, redis0)) if now >= start + seconds => {
+                let summary = stack.summary().await?;
                 let steps = (summary.steps_finished - steps0).max(1);
                 let elapsed = now.duration_since(start).as_secs_f64();
-                // The benchmark's own progress queries are not agentq's.
-                let tx = stack.transactions().await? - tx0 - ticks;
+                let tx = stack.transactions().await? - tx0 - own_queries - 1;
                 let redis = stack.redis_commands().await? - redis0;
                 let failed = summary.sessions(agentq_shared::schemas::SessionStatus::Failed);
                 let sample: Vec<Uuid> = ids
@@ -193,8 +191,7 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
             // Let the sessions in flight drain before the next configuration.
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
-                let summary = stack.summary().await?;
-                if summary.finished() >= summary.sessions_by_status.iter().map(|(_, n)| n).sum() {
+                if stack.unfinished().await? == 0 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

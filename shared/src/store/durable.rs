@@ -157,6 +157,8 @@ pub trait Durable: Send + Sync {
 
     // Operators' views.
     async fn summary(&self) -> StoreResult<Summary>;
+    /// Sessions not yet finished (pending, running, awaiting approval).
+    async fn unfinished(&self) -> StoreResult<u64>;
     async fn lease_holder(&self, id: Uuid) -> StoreResult<Option<String>>;
 
     // The reconciler.

@@ -55,9 +55,14 @@ impl Store {
         self.durable.transactions_committed().await
     }
 
-    /// Sessions by status and steps, counted.
+    /// Sessions by status and steps, counted (reads every session and step).
     pub async fn summary(&self) -> StoreResult<Summary> {
         self.durable.summary().await
+    }
+
+    /// Sessions not yet finished, counted from an index of just those (cheap to poll).
+    pub async fn unfinished(&self) -> StoreResult<u64> {
+        self.durable.unfinished().await
     }
 
     /// The worker (process and attempt) holding a live lease on the session, if any.

@@ -300,6 +300,11 @@ impl Durable for PgDurable {
         reconcile::summary(&self.pool).await
     }
 
+    async fn unfinished(&self) -> StoreResult<u64> {
+        self.count("unfinished");
+        reconcile::unfinished(&self.pool).await
+    }
+
     async fn lease_holder(&self, id: Uuid) -> StoreResult<Option<String>> {
         self.count("lease_holder");
         reconcile::lease_holder(&self.pool, id).await

@@ -205,6 +205,17 @@ pub(super) async fn summary(pool: &PgPool) -> StoreResult<Summary> {
     })
 }
 
+/// Sessions not yet finished; the partial index `sessions_unfinished` holds just these.
+pub(super) async fn unfinished(pool: &PgPool) -> StoreResult<u64> {
+    let n = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM sessions
+           WHERE status IN ('pending', 'running', 'awaiting_approval')"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(n.max(0) as u64)
+}
+
 /// The worker (process and attempt) holding a live lease on the session, if any.
 pub(super) async fn lease_holder(pool: &PgPool, id: Uuid) -> StoreResult<Option<String>> {
     Ok(sqlx::query_scalar!(
