@@ -210,7 +210,11 @@ fn peak_resident_mb() -> u64 {
 #[tokio::test]
 async fn a_huge_value_never_reaches_the_worker() {
     let db = TargetDb::new().await;
-    let tool = db.tool(&db.reader, |_| {});
+    // Building a 300 MB value takes the server seconds on a loaded machine; what is under test
+    // is the byte cap, not the statement timeout.
+    let tool = db.tool(&db.reader, |s| {
+        s.statement_timeout = Duration::from_secs(120)
+    });
     let before = peak_resident_mb();
     for sql in [
         "SELECT repeat('x', 300000000) AS big",
