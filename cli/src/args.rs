@@ -100,6 +100,12 @@ pub struct Bench {
     /// Directory for the JSON figures (default: bench-results).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// `steps` only: worker processes to measure with, instead of 1, 2 and 4 (repeatable).
+    #[arg(long = "workers", value_name = "N")]
+    pub workers: Vec<usize>,
+    /// `steps` only: sessions in flight to measure with, instead of 20 and 200 (repeatable).
+    #[arg(long = "sessions", value_name = "N")]
+    pub sessions: Vec<usize>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -104,16 +104,21 @@ impl Table {
 }
 
 /// How long each measurement runs, and the sizes a quick run scales down.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub seconds: Duration,
     pub quick: bool,
+    /// `steps`: the worker counts and sessions in flight to measure (empty: the defaults).
+    pub workers: Vec<usize>,
+    pub sessions: Vec<usize>,
 }
 
 pub async fn run(bench: Bench) -> anyhow::Result<i32> {
     let options = Options {
         seconds: Duration::from_secs_f64(bench.seconds.max(0.5)),
         quick: bench.quick,
+        workers: bench.workers.into_iter().filter(|&n| n > 0).collect(),
+        sessions: bench.sessions.into_iter().filter(|&n| n > 0).collect(),
     };
     let whats = match bench.what {
         BenchWhat::All => vec![
@@ -131,11 +136,11 @@ pub async fn run(bench: Bench) -> anyhow::Result<i32> {
         let name = format!("{what:?}").to_lowercase();
         println!("== agentq bench {name} ({})", machine());
         let tables = match what {
-            BenchWhat::Api => api::run(options).await?,
-            BenchWhat::Steps => steps::run(options).await?,
-            BenchWhat::Sandbox => sandbox::run(options).await?,
-            BenchWhat::Recovery => recovery::run(options).await?,
-            BenchWhat::Memory => memory::run(options).await?,
+            BenchWhat::Api => api::run(options.clone()).await?,
+            BenchWhat::Steps => steps::run(options.clone()).await?,
+            BenchWhat::Sandbox => sandbox::run(options.clone()).await?,
+            BenchWhat::Recovery => recovery::run(options.clone()).await?,
+            BenchWhat::Memory => memory::run(options.clone()).await?,
             BenchWhat::All => unreachable!("expanded above"),
         };
         for table in &tables {

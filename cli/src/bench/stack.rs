@@ -96,10 +96,16 @@ impl Stack {
             ("AGENTQ_SANDBOX", "off"),
             ("AGENTQ_LLM_ATTEMPTS", "1"),
             ("RUST_LOG", "warn"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        ];
+        // Tuning from the benchmark's own environment (AGENTQ_WORKER_CONCURRENCY, AGENTQ_PG_POOL,
+        // ...) reaches the processes it starts; what the stack itself sets wins.
+        let tuning: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AGENTQ_") && !env.iter().any(|(own, _)| own == k))
+            .collect();
+        let env = tuning
+            .into_iter()
+            .chain(env.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
         Ok(Self {
             llm,
             api_url,

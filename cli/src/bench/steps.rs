@@ -150,11 +150,17 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
     let mut stack = Stack::new("steps").await?;
     stack.start_api().await?;
     script(&stack);
-    let (workers, in_flight): (&[usize], &[usize]) = if options.quick {
-        (&[2], &[1, 20])
+    let (mut workers, mut in_flight) = if options.quick {
+        (vec![2], vec![1, 20])
     } else {
-        (&[1, 2, 4], &[20, 200])
+        (vec![1, 2, 4], vec![20, 200])
     };
+    if !options.workers.is_empty() {
+        workers = options.workers.clone();
+    }
+    if !options.sessions.is_empty() {
+        in_flight = options.sessions.clone();
+    }
     let mut table = Table::new(
         format!(
             "durable steps, {STEPS}-step sessions, echo tool, stand-in model without delay, {:.0} s each",
@@ -171,11 +177,11 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
             "failed",
         ],
     );
-    for &w in workers {
+    for &w in &workers {
         stack.stop_workers().await;
         stack.start_workers(w)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for &c in in_flight {
+        for &c in &in_flight {
             let run = measure(&stack, c, options.seconds).await?;
             let ms = |q: f64| round(run.per_step.value_at_quantile(q) as f64 / 1000.0, 2);
             table.rows.push(vec![
