@@ -132,15 +132,14 @@ pub enum HotCopyMode {
 
 impl StoreConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let database_url = env.required(
-            "DATABASE_URL",
-            "a Postgres URL such as postgres://postgres@127.0.0.1:5432/agentq",
-        )?;
+        const DATABASE: &str = "a Postgres URL such as postgres://postgres@127.0.0.1:5432/agentq, \
+             or sqlite://PATH for the embedded store";
+        let database_url = env.required("DATABASE_URL", DATABASE)?;
         let database_url = env.url(
             "DATABASE_URL",
             database_url,
-            &["postgres", "postgresql"],
-            "a Postgres URL such as postgres://postgres@127.0.0.1:5432/agentq",
+            &["postgres", "postgresql", "sqlite"],
+            DATABASE,
         )?;
         let redis_url = env.required("REDIS_URL", "a Redis URL such as redis://127.0.0.1:6379")?;
         let redis_url = env.url(

@@ -23,6 +23,7 @@ mod postgres;
 mod reconcile;
 mod redis;
 mod sessions;
+mod sqlite;
 mod steps;
 pub mod view;
 
@@ -44,6 +45,7 @@ pub use model::{
 pub use postgres::MIGRATOR;
 pub use redis::RedisHotCopy;
 pub use sessions::sha256_hex;
+pub use sqlite::{SQLITE_MIGRATOR, SqliteDurable};
 
 use crate::config::{HotCopyMode, StoreConfig};
 use crate::schemas::AgentSession;
@@ -68,6 +70,20 @@ impl Store {
     /// which one is missing and how to start it.
     pub async fn connect(config: &StoreConfig) -> anyhow::Result<Self> {
         let counters = Arc::new(Counters::default());
+        if is_sqlite(&config.database_url) {
+            let durable = Self::open_sqlite(&config.database_url, counters.clone()).await?;
+            let hot: Arc<dyn HotCopy> = match config.hot_copy {
+                HotCopyMode::Redis => Arc::new(RedisHotCopy::new(
+                    connect_redis(&config.redis_url).await?,
+                    &config.redis_url,
+                    &config.redis_prefix,
+                    config.snapshot_ttl,
+                    counters.clone(),
+                )),
+                HotCopyMode::None => Arc::new(NoHotCopy),
+            };
+            return Ok(Self::new(durable, hot, config.auth_cache_ttl, counters));
+        }
         let durable = postgres::PgDurable::connect(
             &config.database_url,
             config.pg_pool_size,
@@ -102,6 +118,15 @@ impl Store {
     /// The durable store alone, for admin commands (no hot copy: nothing to keep warm).
     pub async fn connect_durable(database_url: &str) -> anyhow::Result<Self> {
         let counters = Arc::new(Counters::default());
+        if is_sqlite(database_url) {
+            let durable = Self::open_sqlite(database_url, counters.clone()).await?;
+            return Ok(Self::new(
+                durable,
+                Arc::new(NoHotCopy),
+                Duration::ZERO,
+                counters,
+            ));
+        }
         let durable = postgres::PgDurable::connect(database_url, 2, counters.clone())
             .await
             .map_err(|e| {
@@ -135,6 +160,18 @@ impl Store {
     }
 
     /// Round trips and commands made so far, in total and per operation.
+    /// The embedded store at a `sqlite:` URL, its migrations applied (`agentq dev`).
+    async fn open_sqlite(url: &str, counters: Arc<Counters>) -> anyhow::Result<Arc<dyn Durable>> {
+        let durable = SqliteDurable::open(url, counters)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the SQLite database at {url}: {e}"))?;
+        durable
+            .migrate()
+            .await
+            .with_context(|| format!("migrating the SQLite database at {url}"))?;
+        Ok(Arc::new(durable))
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
@@ -234,4 +271,9 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Whether a `DATABASE_URL` names the embedded store (`sqlite:...`) rather than Postgres.
+pub fn is_sqlite(url: &str) -> bool {
+    url.starts_with("sqlite:")
 }

@@ -1,0 +1,356 @@
+//! The durable store's contract on both back ends: Postgres, and the embedded SQLite store
+//! (`DATABASE_URL=sqlite:...`, the one `agentq dev` uses). The same scenario bodies run against
+//! each, through the API in this process and the worker's step protocol (`run_step`), and assert
+//! the same observable results: a session run to its answer with its event log, idempotent
+//! create, cancel, an approval, and a worker whose lease ran out changing nothing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agentq_cli::stand_in::Turn;
+use agentq_shared::queue::StepJob;
+use agentq_shared::schemas::{AgentSession, SessionStatus};
+use agentq_shared::store::{Begin, Decision, StoreError};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::TestEnv;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A running API (in this process) and a worker context on `backend`, with a key of org acme.
+struct Stack {
+    env: TestEnv,
+    api: agentq_api::AppState,
+    url: String,
+    key: String,
+    ctx: std::sync::Arc<agentq_worker::Context>,
+    http: reqwest::Client,
+    dir: Option<PathBuf>,
+}
+
+impl Stack {
+    async fn new(backend: Backend) -> Self {
+        let mut env = TestEnv::new().await;
+        let dir = match backend {
+            Backend::Postgres => None,
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("agentq-sqlite-{}", Uuid::new_v4()));
+                std::fs::create_dir_all(&dir).unwrap();
+                env.set(
+                    "DATABASE_URL",
+                    &format!("sqlite://{}", dir.join("agentq.db").display()),
+                );
+                env.set("AGENTQ_HOT_COPY", "none");
+                Some(dir)
+            }
+        };
+        let (api, url) = env.api_in_process().await;
+        let (_, key) = api.store.create_api_key("acme").await.unwrap();
+        let ctx = env.worker_context().await;
+        Self {
+            env,
+            api,
+            url,
+            key,
+            ctx,
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value, idempotency: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+            .json(&body);
+        if let Some(k) = idempotency {
+            request = request.header("Idempotency-Key", k);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn run(&self, question: &str, extra: Value) -> Uuid {
+        let mut body = json!({"messages": [{"role": "user", "content": question}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        let (status, created) = self.post("/v1/agents/run", body, None).await;
+        assert_eq!(status, 202, "{created}");
+        created["session_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn get(&self, id: Uuid) -> AgentSession {
+        self.http
+            .get(format!("{}/v1/agents/{id}", self.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Runs the session's steps the way the queue would deliver them, until it stops moving.
+    async fn drive(&self, id: Uuid) -> AgentSession {
+        for _ in 0..20 {
+            let session = self.get(id).await;
+            if session.status != SessionStatus::Pending && session.status != SessionStatus::Running
+            {
+                return session;
+            }
+            let step = session.steps.len() as u32;
+            let step = match session.steps.last() {
+                Some(last) if last.observation.is_none() && !last.is_final => step - 1,
+                _ => step,
+            };
+            agentq_worker::step::run_step(&self.ctx, StepJob::new(id, step, None))
+                .await
+                .unwrap();
+        }
+        panic!("session {id} kept running");
+    }
+
+    /// The kinds of the session's events, checking they are numbered 1, 2, 3, ...
+    async fn event_kinds(&self, id: Uuid) -> Vec<String> {
+        let events = self.api.store.events(id, 0).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+        events
+            .iter()
+            .map(|e| {
+                let status = e.data["status"].as_str().map(|s| format!(":{s}"));
+                let phase = e.data["phase"].as_str().map(|s| format!(":{s}"));
+                format!(
+                    "{}{}",
+                    e.kind.as_str(),
+                    status.or(phase).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+async fn a_session_runs_to_its_answer(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let marker = format!("marker-answer-{backend:?}");
+    stack.env.llm.script(
+        &marker,
+        vec![
+            Turn::tool("echo", json!({"text": "hello"})),
+            Turn::answer("the answer"),
+        ],
+    );
+    let id = stack.run(&format!("{marker}: go"), json!({})).await;
+    assert_eq!(stack.get(id).await.status, SessionStatus::Pending);
+    let session = stack.drive(id).await;
+    assert_eq!(
+        (session.status, session.final_answer.as_deref()),
+        (SessionStatus::Completed, Some("the answer"))
+    );
+    assert_eq!(session.steps.len(), 2);
+    assert_eq!(
+        session.steps[0].observation.as_ref().unwrap()["result"],
+        json!({"text": "hello"})
+    );
+    assert_eq!(session.totals.llm_calls, 2);
+    assert_eq!(
+        stack.event_kinds(id).await,
+        [
+            "status:pending",
+            "status:running",
+            "step:decided",
+            "step:observed",
+            "step:decided",
+            "status:completed",
+            "done:completed"
+        ]
+    );
+    let done = stack.api.store.events(id, 6).await.unwrap();
+    assert_eq!(done[0].data["totals"]["steps"], json!(2));
+    // The listing shows it with its steps.
+    let listed: Value = stack
+        .http
+        .get(format!("{}/v1/agents", stack.url))
+        .bearer_auth(&stack.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"][0]["session_id"], json!(id.to_string()));
+    assert_eq!(listed["sessions"][0]["steps"], json!(2));
+    assert_eq!(listed["sessions"][0]["status"], json!("completed"));
+    // A redelivered step of a finished session changes nothing.
+    agentq_worker::step::run_step(&stack.ctx, StepJob::new(id, 1, None))
+        .await
+        .unwrap();
+    assert_eq!(stack.get(id).await, session);
+}
+
+async fn create_is_idempotent_and_cancel_ends_an_idle_session(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let body = json!({"messages": [{"role": "user", "content": "once"}], "max_steps": 3});
+    let (status, first) = stack
+        .post("/v1/agents/run", body.clone(), Some("k-1"))
+        .await;
+    assert_eq!(status, 202);
+    let (status, again) = stack.post("/v1/agents/run", body, Some("k-1")).await;
+    assert_eq!((status, &again["session_id"]), (200, &first["session_id"]));
+    let changed = json!({"messages": [{"role": "user", "content": "twice"}]});
+    let (status, refused) = stack.post("/v1/agents/run", changed, Some("k-1")).await;
+    assert_eq!(
+        (status, refused["error"]["code"].clone()),
+        (409, json!("idempotency_key_reused"))
+    );
+
+    let id: Uuid = first["session_id"].as_str().unwrap().parse().unwrap();
+    let (status, _) = stack
+        .post(&format!("/v1/agents/{id}/cancel"), json!({}), None)
+        .await;
+    assert_eq!(status, 202);
+    let session = stack.get(id).await;
+    assert_eq!(session.status, SessionStatus::Cancelled);
+    assert_eq!(
+        stack.event_kinds(id).await,
+        ["status:pending", "status:cancelled", "done:cancelled"]
+    );
+    // The job still queued for it finds nothing to do.
+    agentq_worker::step::run_step(&stack.ctx, StepJob::new(id, 0, None))
+        .await
+        .unwrap();
+    assert_eq!(stack.get(id).await, session);
+}
+
+async fn an_approval_resumes_the_session(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let marker = format!("marker-approve-{backend:?}");
+    stack.env.llm.script(
+        &marker,
+        vec![
+            Turn::tool("echo_approved", json!({"text": "guarded"})),
+            Turn::answer("approved and done"),
+        ],
+    );
+    let id = stack
+        .run(
+            &format!("{marker}: go"),
+            json!({"tools": ["echo_approved"]}),
+        )
+        .await;
+    let waiting = stack.drive(id).await;
+    assert_eq!(waiting.status, SessionStatus::AwaitingApproval);
+    let pending = waiting.pending_approval.clone().unwrap();
+    assert_eq!((pending.step, pending.tool.as_str()), (0, "echo_approved"));
+    assert_eq!(waiting.steps[0].observation, None, "nothing ran yet");
+    let (status, body) = stack
+        .post(
+            &format!("/v1/agents/{id}/approve"),
+            json!({"step": 0, "approved": true, "reason": "fine"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let session = stack.drive(id).await;
+    assert_eq!(
+        (session.status, session.final_answer.as_deref()),
+        (SessionStatus::Completed, Some("approved and done"))
+    );
+    let approval = session.steps[0].approval.clone().unwrap();
+    assert_eq!(
+        (approval.approved, approval.reason.as_deref()),
+        (true, Some("fine"))
+    );
+    assert_eq!(
+        session.steps[0].observation.as_ref().unwrap()["result"],
+        json!({"text": "guarded"})
+    );
+}
+
+async fn a_worker_whose_lease_ran_out_changes_nothing(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let id = stack.run("stale lease", json!({})).await;
+    let store = &stack.ctx.store;
+    let Begin::Leased(mut first) = store
+        .begin_step(id, 0, "first", Duration::ZERO)
+        .await
+        .unwrap()
+    else {
+        panic!("the first worker takes the lease");
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let Begin::Leased(second) = store
+        .begin_step(id, 0, "second", Duration::from_secs(30))
+        .await
+        .unwrap()
+    else {
+        panic!("an expired lease is taken over");
+    };
+    assert!(second.lease.fence > first.lease.fence);
+    assert!(matches!(
+        store
+            .begin_step(id, 0, "third", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        Begin::Held
+    ));
+    let decision = Decision {
+        thought: Some("too late".into()),
+        llm_content: json!([{"type": "text", "text": "too late"}]),
+        actions: Vec::new(),
+        is_final: true,
+        final_answer: Some("stale".into()),
+        invalid_output: None,
+        started_at: chrono::Utc::now(),
+    };
+    let refused = store
+        .record_decision(&mut first, None, &decision, None)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost(_))),
+        "{refused:?}"
+    );
+    assert!(stack.get(id).await.steps.is_empty(), "nothing was stored");
+}
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::Backend::Postgres).await;
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::Backend::Sqlite).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_session_runs_to_its_answer,
+    create_is_idempotent_and_cancel_ends_an_idle_session,
+    an_approval_resumes_the_session,
+    a_worker_whose_lease_ran_out_changes_nothing,
+);
