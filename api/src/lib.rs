@@ -40,12 +40,7 @@ impl AppState {
             missed_heartbeats: config.missed_heartbeats,
             ..QueueSettings::default()
         };
-        let queue = StepQueue::connect(
-            &config.store.redis_url,
-            &config.store.redis_prefix,
-            &settings,
-        )
-        .await?;
+        let queue = StepQueue::for_store(&config.store, &settings).await?;
         Ok(Self {
             tools: Arc::new(builtin_definitions(&config.tools)),
             config: Arc::new(config),
@@ -121,7 +116,13 @@ pub async fn serve(config: ApiConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on AGENTQ_LISTEN={listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "agentq-api listening");
     if let Some(admin) = state.config.admin.clone() {
-        admin::serve(&admin, state.queue.board()).await?;
+        match state.queue.board() {
+            Some(board) => admin::serve(&admin, board).await?,
+            None => tracing::warn!(
+                "AGENTQ_ADMIN_LISTEN is set, but the apalis board reads the Redis queue only; \
+                 the embedded (SQLite) queue has no board yet"
+            ),
+        }
     }
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use agentq_shared::config::{LlmProvider, WorkerConfig};
 use agentq_shared::pricing::PricingTable;
-use agentq_shared::queue::{QueueSettings, StepQueue};
+use agentq_shared::queue::{QueueSettings, StepQueue, WorkerBackend};
 use agentq_shared::store::Store;
 use agentq_shared::tools::ToolRegistry;
 use anyhow::Context as _;
@@ -42,12 +42,7 @@ impl Context {
             missed_heartbeats: config.durability.missed_heartbeats,
             batch_size: config.concurrency,
         };
-        let queue = StepQueue::connect(
-            &config.store.redis_url,
-            &config.store.redis_prefix,
-            &settings,
-        )
-        .await?;
+        let queue = StepQueue::for_store(&config.store, &settings).await?;
         let pricing_file = std::env::var("AGENTQ_PRICING_FILE").ok();
         Ok(Self {
             tools: tools::registry(&config.tools)?,
@@ -75,6 +70,15 @@ impl Context {
 /// SIGTERM, running steps get `AGENTQ_SHUTDOWN_GRACE_SECS` to finish; one cut short is picked up
 /// again by the queue's orphan recovery or the reconciler.
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+    run_until(config, shutdown_signal()).await
+}
+
+/// Runs queue workers and the reconciler until `shutdown` resolves (`agentq dev` runs several
+/// in one process).
+pub async fn run_until(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
     tools::sql_query::check(&config.tools.sql_query).await?;
     let metrics = agentq_shared::metrics::install();
     let ctx = Arc::new(Context::build(config).await?);
@@ -94,27 +98,37 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let poll_interval = ctx.config.poll_interval;
     let concurrency = ctx.config.concurrency;
     let grace = ctx.config.durability.shutdown_grace;
-    Monitor::new()
-        .register(move |run| {
-            WorkerBuilder::new(format!("{instance}-{run}"))
-                .backend(
-                    ctx.queue
-                        .worker_backend()
-                        .poll_with_stream(ctx.queue.fetch_signals(poll_interval)),
-                )
-                .data(ctx.clone())
-                .concurrency(concurrency)
-                .parallelize(tokio::spawn)
-                .build(step::handle)
-        })
+    // One apalis worker per registration, the same chain on either queue back end.
+    macro_rules! step_worker {
+        ($storage:expr) => {{
+            let (ctx, storage) = (ctx.clone(), $storage);
+            move |run| {
+                WorkerBuilder::new(format!("{instance}-{run}"))
+                    .backend(
+                        storage
+                            .clone()
+                            .poll_with_stream(ctx.queue.fetch_signals(poll_interval)),
+                    )
+                    .data(ctx.clone())
+                    .concurrency(concurrency)
+                    .parallelize(tokio::spawn)
+                    .build(step::handle)
+            }
+        }};
+    }
+    let monitor = match ctx.queue.worker_backend() {
+        WorkerBackend::Redis(storage) => Monitor::new().register(step_worker!(storage)),
+        WorkerBackend::Sqlite(storage) => Monitor::new().register(step_worker!(storage)),
+    };
+    monitor
         .should_restart(|worker, error| {
             tracing::warn!(worker = %worker.name(), %error, "queue worker stopped; restarting it");
-            // Don't spin while Redis is down: the callback runs before the restart.
+            // Don't spin while the queue's store is down: the callback runs before the restart.
             std::thread::sleep(std::time::Duration::from_millis(500));
             true
         })
         .shutdown_timeout(grace)
-        .run_with_signal(shutdown_signal())
+        .run_with_signal(shutdown)
         .await
         .context("running queue workers")
 }

@@ -8,6 +8,7 @@
 //! reconciler need ids of their own, or the skip would swallow them.
 
 mod board;
+mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,9 +95,9 @@ pub struct EnqueueError {
     pub message: String,
 }
 
-/// The step queue.
+/// The step queue on Redis (apalis-redis): what the API and the workers share in production.
 #[derive(Clone)]
-pub struct StepQueue {
+pub struct RedisQueue {
     storage: RedisStorage<StepJob>,
     /// For the wake-up announcements and the depth.
     conn: ConnectionManager,
@@ -129,7 +130,7 @@ end
 return {waiting, running, dead}
 "#;
 
-impl StepQueue {
+impl RedisQueue {
     /// The queue `{prefix}:steps` on the Redis at `redis_url`, on a connection of its own.
     pub async fn connect(
         redis_url: &str,
@@ -260,6 +261,118 @@ impl StepQueue {
     /// pub/sub does not wake workers, FIELD_NOTES).
     pub fn worker_backend(&self) -> RedisStorage<StepJob> {
         self.storage.clone()
+    }
+}
+
+/// The step queue: apalis-redis in production, apalis-sqlite for `agentq dev`. Both skip a
+/// push whose id they already hold (apalis-sqlite through the job's idempotency key), so a push
+/// of an id already present is a no-op on either.
+#[derive(Clone)]
+pub struct StepQueue {
+    backend: QueueBackend,
+}
+
+#[derive(Clone)]
+enum QueueBackend {
+    Redis(RedisQueue),
+    Sqlite(sqlite::SqliteQueue),
+}
+
+/// The storage a worker polls, for building apalis workers (`agentq-worker`, `agentq dev`).
+pub enum WorkerBackend {
+    Redis(RedisStorage<StepJob>),
+    Sqlite(apalis_sqlite::SqliteStorage<StepJob>),
+}
+
+impl StepQueue {
+    /// The queue `{prefix}:steps` on the Redis at `redis_url`, on a connection of its own.
+    pub async fn connect(
+        redis_url: &str,
+        prefix: &str,
+        settings: &QueueSettings,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            backend: QueueBackend::Redis(RedisQueue::connect(redis_url, prefix, settings).await?),
+        })
+    }
+
+    /// The queue in the SQLite database at `url` (created if missing), for one process.
+    pub async fn open_sqlite(url: &str, settings: &QueueSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            backend: QueueBackend::Sqlite(sqlite::SqliteQueue::open(url, settings).await?),
+        })
+    }
+
+    /// The queue the store's configuration implies: next to an embedded (SQLite) store, a
+    /// SQLite queue in the same directory (`queue.db`); otherwise Redis.
+    pub async fn for_store(
+        config: &crate::config::StoreConfig,
+        settings: &QueueSettings,
+    ) -> anyhow::Result<Self> {
+        match sqlite::queue_url_beside(&config.database_url) {
+            Some(url) => Self::open_sqlite(&url, settings).await,
+            None => Self::connect(&config.redis_url, &config.redis_prefix, settings).await,
+        }
+    }
+
+    /// The queue's name for a Redis key prefix.
+    pub fn name_for(prefix: &str) -> String {
+        RedisQueue::name_for(prefix)
+    }
+
+    pub fn name(&self) -> &str {
+        match &self.backend {
+            QueueBackend::Redis(q) => q.name(),
+            QueueBackend::Sqlite(q) => q.name(),
+        }
+    }
+
+    /// How many jobs wait, run and are dead (live workers' in-flight jobs only).
+    pub async fn depth(&self) -> Result<Depth, String> {
+        match &self.backend {
+            QueueBackend::Redis(q) => q.depth().await,
+            QueueBackend::Sqlite(q) => q.depth().await,
+        }
+    }
+
+    /// Answers when the queue's storage does.
+    pub async fn ping(&self) -> Result<(), String> {
+        match &self.backend {
+            QueueBackend::Redis(q) => q.ping().await,
+            QueueBackend::Sqlite(q) => q.ping().await,
+        }
+    }
+
+    /// Pushes the job with the id its purpose gives it, and wakes idle workers.
+    pub async fn push(&self, job: StepJob, why: Push) -> Result<(), EnqueueError> {
+        match &self.backend {
+            QueueBackend::Redis(q) => q.push(job, why).await,
+            QueueBackend::Sqlite(q) => q.push(job, why).await,
+        }
+    }
+
+    /// When a worker should fetch: every `poll_interval`, and at once when a push is announced.
+    pub fn fetch_signals(&self, poll_interval: Duration) -> BoxStream<'static, ()> {
+        match &self.backend {
+            QueueBackend::Redis(q) => q.fetch_signals(poll_interval),
+            QueueBackend::Sqlite(q) => q.fetch_signals(poll_interval),
+        }
+    }
+
+    /// The queue as the apalis board sees it (`board.rs`); the board reads the Redis queue only.
+    pub fn board(&self) -> Option<BoardQueue> {
+        match &self.backend {
+            QueueBackend::Redis(q) => Some(q.board()),
+            QueueBackend::Sqlite(_) => None,
+        }
+    }
+
+    /// The storage a worker process polls.
+    pub fn worker_backend(&self) -> WorkerBackend {
+        match &self.backend {
+            QueueBackend::Redis(q) => WorkerBackend::Redis(q.worker_backend()),
+            QueueBackend::Sqlite(q) => WorkerBackend::Sqlite(q.worker_backend()),
+        }
     }
 }
 

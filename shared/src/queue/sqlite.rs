@@ -1,0 +1,152 @@
+//! The step queue on SQLite (apalis-sqlite), for `agentq dev`: the API and the workers share one
+//! process, so a push wakes idle workers through an in-process signal instead of Redis pub/sub.
+//!
+//! apalis-sqlite names jobs with ULIDs of its own; the id [`Push`] makes goes into the job's
+//! idempotency key, which apalis-sqlite keeps unique per job type (`ON CONFLICT DO NOTHING`): a
+//! second push of the same id is skipped, as apalis-redis skips it. The queue lives in a file of
+//! its own (apalis-sqlite runs its own migrations and sets `synchronous = OFF` on its
+//! connections): like Redis, it is only the wake-up signal, and the reconciler rebuilds it from
+//! the durable store.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_sqlite::SqliteStorage;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use tokio::sync::Notify;
+
+use super::{Depth, EnqueueError, Push, QueueSettings, StepJob};
+
+/// The queue's name (apalis-sqlite's job type).
+const NAME: &str = "agentq:steps";
+
+/// The queue's file next to an embedded store's (`sqlite://dir/agentq.db` → `dir/queue.db`),
+/// or `None` for a Postgres store.
+pub(super) fn queue_url_beside(database_url: &str) -> Option<String> {
+    if !crate::store::is_sqlite(database_url) {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(database_url).ok()?;
+    let file = options.get_filename();
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    let queue = match dir {
+        Some(dir) => dir.join("queue.db"),
+        None => "queue.db".into(),
+    };
+    Some(format!("sqlite://{}", queue.display()))
+}
+
+#[derive(Clone)]
+pub(super) struct SqliteQueue {
+    storage: SqliteStorage<StepJob>,
+    pool: SqlitePool,
+    /// Every worker's wake-up signal in this process.
+    listeners: Arc<Mutex<Vec<Weak<Notify>>>>,
+}
+
+impl SqliteQueue {
+    pub async fn open(url: &str, settings: &QueueSettings) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| anyhow::anyhow!("not a SQLite URL ({url}): {e}"))?
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the queue's database at {url}: {e}"))?;
+        SqliteStorage::setup(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot set up the queue's database at {url}: {e}"))?;
+        let config = apalis_sqlite::Config::default()
+            .queue(NAME)
+            .batch_size(settings.batch_size.max(1))
+            .heartbeat_interval(settings.heartbeat_interval)
+            .missed_heartbeats(settings.missed_heartbeats);
+        Ok(Self {
+            storage: SqliteStorage::new(&pool).with_config(config),
+            pool,
+            listeners: Arc::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        NAME
+    }
+
+    pub async fn depth(&self) -> Result<Depth, String> {
+        let (waiting, running, dead): (i64, i64, i64) = sqlx::query_as(
+            "SELECT
+                 coalesce(sum(status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)), 0),
+                 coalesce(sum(status IN ('Queued', 'Running')), 0),
+                 coalesce(sum(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)), 0)
+             FROM Jobs WHERE job_type = ?1",
+        )
+        .bind(NAME)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Depth {
+            waiting: waiting.max(0) as u64,
+            running: running.max(0) as u64,
+            dead: dead.max(0) as u64,
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), String> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn push(&self, job: StepJob, why: Push) -> Result<(), EnqueueError> {
+        let (session_id, step) = (job.session_id, job.step);
+        let key = why.task_id(&job).to_string();
+        let mut storage = self.storage.clone();
+        storage
+            .push_task(TaskBuilder::new(job).idempotency_key(key).build())
+            .await
+            .map_err(|e| EnqueueError {
+                session_id,
+                step,
+                message: e.to_string(),
+            })?;
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.retain(|l| match l.upgrade() {
+                Some(woken) => {
+                    woken.notify_one();
+                    true
+                }
+                None => false,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn fetch_signals(&self, poll_interval: Duration) -> BoxStream<'static, ()> {
+        let woken = Arc::new(Notify::new());
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.push(Arc::downgrade(&woken));
+        }
+        let ticks = futures::stream::unfold((), move |()| async move {
+            tokio::time::sleep(poll_interval).await;
+            Some(((), ()))
+        });
+        let pushes = futures::stream::unfold(woken, |woken| async move {
+            woken.notified().await;
+            Some(((), woken))
+        });
+        futures::stream::select(ticks.boxed(), pushes.boxed()).boxed()
+    }
+
+    pub fn worker_backend(&self) -> SqliteStorage<StepJob> {
+        self.storage.clone()
+    }
+}
