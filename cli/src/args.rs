@@ -18,6 +18,9 @@ pub enum Command {
     /// Operator commands that talk to Postgres directly (DATABASE_URL).
     #[command(subcommand)]
     Admin(Admin),
+    /// The whole system in this process on embedded storage (SQLite): the API and workers, no
+    /// Postgres, no Redis. With QUESTION, also runs one session and follows it.
+    Dev(Dev),
     /// Start an agent session.
     Run {
         /// The question or task for the agent.
@@ -106,6 +109,25 @@ pub struct Bench {
     /// `steps` only: sessions in flight to measure with, instead of 20 and 200 (repeatable).
     #[arg(long = "sessions", value_name = "N")]
     pub sessions: Vec<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Dev {
+    /// A question to run as one session, printing its steps as they finish.
+    pub question: Option<String>,
+    /// Worker instances in this process.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Where sessions, keys and the queue are kept (kept across restarts).
+    #[arg(long, default_value = ".agentq")]
+    pub data_dir: std::path::PathBuf,
+    /// Stop once QUESTION's session has ended, with `agentq run --follow`'s exit code.
+    #[arg(long)]
+    pub exit: bool,
+    /// Comma-separated tools for QUESTION's session (default: every tool offered; `echo` with
+    /// the stand-in model).
+    #[arg(long, value_delimiter = ',')]
+    pub tools: Option<Vec<String>>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

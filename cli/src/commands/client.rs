@@ -11,13 +11,24 @@ use crate::args::Command;
 
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
-struct Client {
+pub(super) struct Client {
     http: reqwest::Client,
     base: String,
     key: String,
 }
 
 impl Client {
+    /// A client of the API at `base` with `key`.
+    pub(super) fn new(base: &str, key: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            base: base.trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
     fn from_env() -> anyhow::Result<Self> {
         let base = std::env::var("AGENTQ_URL")
             .ok()
@@ -29,13 +40,7 @@ impl Client {
             .context(
                 "AGENTQ_API_KEY is not set; create one with `agentq admin create-key --org NAME`",
             )?;
-        Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-        })
+        Self::new(&base, &key)
     }
 
     async fn call(
@@ -65,6 +70,31 @@ impl Client {
             bail!("agentq-api answered {status} ({code}): {message}");
         }
         Ok(body)
+    }
+
+    /// Starts a session; with `follow`, prints its steps as they finish and returns 0 when it
+    /// completed, 1 otherwise.
+    pub(super) async fn start(
+        &self,
+        request: &AgentRunRequest,
+        follow: bool,
+        json: bool,
+    ) -> anyhow::Result<i32> {
+        let body = serde_json::to_value(request)?;
+        let created = self
+            .call(reqwest::Method::POST, "/v1/agents/run", Some(&body))
+            .await?;
+        let created: AgentRunResponse = serde_json::from_value(created)?;
+        if !follow {
+            print_value(json, &serde_json::to_value(&created)?, || {
+                println!("session {} {}", created.session_id, created.status);
+            });
+            return Ok(0);
+        }
+        if !json {
+            println!("session {} started", created.session_id);
+        }
+        follow_session(self, &created.session_id.to_string(), json).await
     }
 
     async fn session(&self, id: &str) -> anyhow::Result<AgentSession> {
@@ -115,21 +145,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 max_cost_usd,
                 react_mode,
             };
-            let body = serde_json::to_value(&request)?;
-            let created = client
-                .call(reqwest::Method::POST, "/v1/agents/run", Some(&body))
-                .await?;
-            let created: AgentRunResponse = serde_json::from_value(created)?;
-            if !follow {
-                print_value(json, &serde_json::to_value(&created)?, || {
-                    println!("session {} {}", created.session_id, created.status);
-                });
-                return Ok(0);
-            }
-            if !json {
-                println!("session {} started", created.session_id);
-            }
-            follow_session(&client, &created.session_id.to_string(), json).await
+            client.start(&request, follow, json).await
         }
         Command::Get { id, json } => {
             let session = client.session(&id).await?;
@@ -178,7 +194,11 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             print_value(json, &body, || render::tools(&body));
             Ok(0)
         }
-        Command::Admin(_) | Command::StandInLlm { .. } | Command::Tool(_) | Command::Bench(_) => {
+        Command::Admin(_)
+        | Command::StandInLlm { .. }
+        | Command::Tool(_)
+        | Command::Bench(_)
+        | Command::Dev(_) => {
             unreachable!("handled by commands::run")
         }
     }

@@ -1,5 +1,6 @@
 mod admin;
 mod client;
+mod dev;
 mod render;
 mod tool;
 
@@ -12,6 +13,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::StandInLlm { listen } => crate::stand_in::serve(listen).await.map(|()| 0),
         Command::Tool(tool) => tool::run(tool).await,
         Command::Bench(bench) => crate::bench::run(bench).await,
+        Command::Dev(dev) => dev::run(dev).await,
         other => client::run(other).await,
     }
 }

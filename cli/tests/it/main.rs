@@ -11,6 +11,7 @@ mod budgets;
 mod chaos;
 mod cli;
 mod code;
+mod dev;
 mod durability;
 mod hardening;
 mod harness;
