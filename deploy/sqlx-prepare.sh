@@ -40,4 +40,8 @@ trap 'cargo sqlx database drop -y >/dev/null 2>&1 || true' EXIT
 cargo sqlx database create
 cargo sqlx migrate run --source migrations >/dev/null
 # --all-targets: queries in tests and benches are checked too.
+# A dependency with checked queries of its own (apalis-sqlite, for SQLite) must be built from its
+# own offline data before the prepare step, whose build runs online against this Postgres
+# scratch database (where SQLite queries cannot be checked); prepare then rebuilds only ours.
+SQLX_OFFLINE=true cargo check --workspace --all-targets --quiet
 SQLX_OFFLINE=false cargo sqlx prepare --workspace "${check[@]}" -- --all-targets
