@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use agentq_shared::config::AdminConfig;
-use agentq_shared::queue::{BoardQueue, StepJob};
+use agentq_shared::queue::{Board, StepJob};
 use anyhow::Context as _;
 use apalis_board::axum::framework::{ApiBuilder, RegisterRoute};
 use apalis_board::axum::sse::TracingBroadcaster;
@@ -72,26 +72,38 @@ impl Credential {
 }
 
 /// The admin app: the board behind the credential, and the sign-in.
-pub fn router(queue: BoardQueue, token: &str) -> Router {
+pub fn router(queue: Board, token: &str) -> Router {
+    let board = match queue {
+        Board::Redis(queue) => {
+            let name = queue.name().to_owned();
+            ApiBuilder::new(Router::new()).register(&name, queue)
+        }
+        Board::Sqlite { name, storage } => {
+            <ApiBuilder<Router> as RegisterRoute<_, StepJob>>::register(
+                ApiBuilder::new(Router::new()),
+                &name,
+                storage,
+            )
+        }
+    };
+    guard(board.build(), token)
+}
+
+/// The board's API (`board`) and page behind the credential, with the sign-in.
+fn guard(board: Router, token: &str) -> Router {
     let credential = Arc::new(Credential::new(token));
-    let name = queue.name().to_owned();
-    let board = <ApiBuilder<Router> as RegisterRoute<BoardQueue, StepJob>>::register(
-        ApiBuilder::new(Router::new()),
-        &name,
-        queue,
-    )
-    .build()
-    // The board's log stream (`/api/v1/events`) needs a broadcaster; agentq's logs go to
-    // stdout and OTLP, so this one only keeps the stream open (the page shows the board
-    // healthy while it is).
-    .layer(Extension(TracingBroadcaster::create()))
-    // The board's API never answers with its page: an unknown API path is a 404.
-    .fallback(|| async {
-        (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "not_found", "message": "no such board route"}})),
-        )
-    });
+    let board = board
+        // The board's log stream (`/api/v1/events`) needs a broadcaster; agentq's logs go to
+        // stdout and OTLP, so this one only keeps the stream open (the page shows the board
+        // healthy while it is).
+        .layer(Extension(TracingBroadcaster::create()))
+        // The board's API never answers with its page: an unknown API path is a 404.
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "not_found", "message": "no such board route"}})),
+            )
+        });
     let guarded = Router::new()
         .nest("/api/v1", board)
         .route("/signout", post(sign_out))
@@ -107,7 +119,7 @@ pub fn router(queue: BoardQueue, token: &str) -> Router {
 }
 
 /// Listens on `AGENTQ_ADMIN_LISTEN` in the background.
-pub async fn serve(config: &AdminConfig, queue: BoardQueue) -> anyhow::Result<()> {
+pub async fn serve(config: &AdminConfig, queue: Board) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on AGENTQ_ADMIN_LISTEN={}", config.listen))?;

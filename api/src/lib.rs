@@ -107,6 +107,15 @@ async fn measure(
     response
 }
 
+/// Starts the admin listener (the apalis board) in the background when
+/// `AGENTQ_ADMIN_LISTEN` is set.
+pub async fn start_admin(state: &AppState) -> anyhow::Result<()> {
+    if let Some(admin) = state.config.admin.clone() {
+        admin::serve(&admin, state.queue.board()).await?;
+    }
+    Ok(())
+}
+
 /// Serves the API until SIGINT or SIGTERM.
 pub async fn serve(config: ApiConfig) -> anyhow::Result<()> {
     let listen = config.listen;
@@ -115,15 +124,7 @@ pub async fn serve(config: ApiConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on AGENTQ_LISTEN={listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "agentq-api listening");
-    if let Some(admin) = state.config.admin.clone() {
-        match state.queue.board() {
-            Some(board) => admin::serve(&admin, board).await?,
-            None => tracing::warn!(
-                "AGENTQ_ADMIN_LISTEN is set, but the apalis board reads the Redis queue only; \
-                 the embedded (SQLite) queue has no board yet"
-            ),
-        }
-    }
+    start_admin(&state).await?;
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -74,7 +74,11 @@ pub async fn run(dev: Dev) -> anyhow::Result<i32> {
 
     let env = Env::from_pairs(&vars);
     let api_config = ApiConfig::from_env(&env).context("configuring the API")?;
-    let worker_config = WorkerConfig::from_env(&env).context("configuring the workers")?;
+    let mut worker_config = WorkerConfig::from_env(&env).context("configuring the workers")?;
+    if worker_config.metrics_listen.take().is_some() {
+        // One process: the API's /metrics already shows the workers' figures.
+        println!("agentq dev: AGENTQ_METRICS_LISTEN is ignored; /metrics on the API covers it all");
+    }
     let store = Store::connect_durable(&database_url).await?;
     let key = dev_key(&store, &data_dir.join("dev-key")).await?;
 
@@ -89,6 +93,7 @@ pub async fn run(dev: Dev) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot listen on AGENTQ_LISTEN={listen}"))?;
     let url = format!("http://{}", listener.local_addr()?);
+    agentq_api::start_admin(&state).await?;
     let mut tasks = tokio::task::JoinSet::new();
     {
         let stopped = stopped.clone();

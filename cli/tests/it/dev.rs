@@ -269,3 +269,120 @@ async fn a_kill_9_mid_session_loses_and_repeats_nothing() {
     let calls = env.llm.calls_for("marker-dev-kill").len();
     assert!((3..=4).contains(&calls), "{calls} model calls");
 }
+
+#[tokio::test]
+async fn the_board_and_metrics_work_in_dev_mode() {
+    let env = TestEnv::new().await;
+    let data = DataDir::new();
+    let (port, admin_port) = (free_port(), free_port());
+    let (url, admin) = (
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{admin_port}"),
+    );
+    let token = "dev-admin-token-0123456789";
+    env.llm.script(
+        "marker-dev-board",
+        vec![
+            Turn::tool("echo", json!({"text": "queued"})),
+            Turn::answer("seen"),
+        ],
+    );
+    let log = std::fs::File::create(data.0.join("dev.log")).unwrap();
+    let mut dev = env
+        .command("agentq")
+        .args(["dev", "--workers", "3", "--data-dir"])
+        .arg(&data.0)
+        .env("AGENTQ_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AGENTQ_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env("AGENTQ_ADMIN_TOKEN", token)
+        .env("DATABASE_URL", NO_POSTGRES)
+        .env("REDIS_URL", NO_REDIS)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_healthy(&url).await;
+    let http = reqwest::Client::new();
+    let key = std::fs::read_to_string(data.0.join("dev-key")).unwrap();
+    let created: serde_json::Value = http
+        .post(format!("{url}/v1/agents/run"))
+        .bearer_auth(key.trim())
+        .json(
+            &json!({"messages": [{"role": "user", "content": "marker-dev-board: go"}],
+                      "tools": ["echo"]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["session_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !session(&http, &url, key.trim(), &id)
+        .await
+        .status
+        .is_terminal()
+    {
+        assert!(Instant::now() < deadline, "the session did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let get = |path: &str, auth: bool| {
+        let request = http.get(format!("{admin}/api/v1/{path}"));
+        let request = if auth {
+            request.bearer_auth(token)
+        } else {
+            request
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    assert_eq!(
+        get("queues", false).await.0,
+        401,
+        "the board needs the token"
+    );
+    let (status, queues) = get("queues", true).await;
+    assert_eq!(status, 200);
+    assert_eq!(queues[0]["name"], json!("agentq:steps"), "{queues}");
+    let (_, workers) = get("workers", true).await;
+    assert_eq!(workers.as_array().map(Vec::len), Some(3), "{workers}");
+    // The session's two step jobs show as done, named by the queue's own ids.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let (_, tasks) = get("queues/agentq:steps/tasks?status=Done", true).await;
+        let keys: Vec<String> = tasks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["ctx"]["idempotency_key"].as_str().map(str::to_owned))
+            .collect();
+        if keys.len() >= 2 || Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut steps: Vec<&str> = done.iter().filter_map(|k| k.rsplit(':').next()).collect();
+    steps.sort_unstable();
+    assert_eq!(steps, ["0", "1"], "{done:?}");
+    // /metrics on the API covers the workers of the process too.
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("agentq_steps_total"), "{metrics}");
+    let _ = dev.start_kill();
+}

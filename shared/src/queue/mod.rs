@@ -278,6 +278,15 @@ enum QueueBackend {
     Sqlite(sqlite::SqliteQueue),
 }
 
+/// What the apalis board registers, per queue back end.
+pub enum Board {
+    Redis(BoardQueue),
+    Sqlite {
+        name: String,
+        storage: apalis_sqlite::SqliteStorage<StepJob>,
+    },
+}
+
 /// The storage a worker polls, for building apalis workers (`agentq-worker`, `agentq dev`).
 pub enum WorkerBackend {
     Redis(RedisStorage<StepJob>),
@@ -359,11 +368,15 @@ impl StepQueue {
         }
     }
 
-    /// The queue as the apalis board sees it (`board.rs`); the board reads the Redis queue only.
-    pub fn board(&self) -> Option<BoardQueue> {
+    /// The queue as the apalis board sees it: on Redis through `board.rs` (apalis-redis's own
+    /// listings are wrong), on SQLite apalis-sqlite's storage itself.
+    pub fn board(&self) -> Board {
         match &self.backend {
-            QueueBackend::Redis(q) => Some(q.board()),
-            QueueBackend::Sqlite(_) => None,
+            QueueBackend::Redis(q) => Board::Redis(q.board()),
+            QueueBackend::Sqlite(q) => Board::Sqlite {
+                name: q.name().to_owned(),
+                storage: q.worker_backend(),
+            },
         }
     }
 
