@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::harness::TestEnv;
+use crate::observe::read_events;
 
 #[derive(Debug, Clone, Copy)]
 enum Backend {
@@ -331,6 +332,91 @@ async fn a_worker_whose_lease_ran_out_changes_nothing(backend: Backend) {
     assert!(stack.get(id).await.steps.is_empty(), "nothing was stored");
 }
 
+async fn the_event_stream_resumes_and_ends(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let marker = format!("marker-events-{backend:?}");
+    stack.env.llm.script(
+        &marker,
+        vec![
+            Turn::tool("echo", json!({"text": "streamed"})),
+            Turn::answer("streamed and done"),
+        ],
+    );
+    let id = stack.run(&format!("{marker}: go"), json!({})).await;
+    let url = format!("{}/v1/agents/{id}/events", stack.url);
+    // A client following the stream from the start while the steps run.
+    let follower = {
+        let (http, url, key) = (stack.http.clone(), url.clone(), stack.key.clone());
+        tokio::spawn(async move { read_events(&http, &url, &key, None, |_| false).await })
+    };
+    stack.drive(id).await;
+    let (events, ended) = follower.await.unwrap();
+    assert!(ended, "the stream ends after done");
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=7).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap().event, "done");
+    assert_eq!(
+        events.last().unwrap().data["data"]["final_answer"],
+        json!("streamed and done")
+    );
+    // Resuming after event 3 gives the rest, each once.
+    let (rest, ended) = read_events(&stack.http, &url, &stack.key, Some(3), |_| false).await;
+    assert!(ended);
+    let rest: Vec<(i64, String)> = rest.into_iter().map(|e| (e.id, e.event)).collect();
+    let expected: Vec<(i64, String)> = events[3..]
+        .iter()
+        .map(|e| (e.id, e.event.clone()))
+        .collect();
+    assert_eq!(rest, expected);
+}
+
+async fn the_listing_pages_newest_first(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let mut made = Vec::new();
+    for n in 0..5 {
+        made.push(stack.run(&format!("listed {n}"), json!({})).await);
+    }
+    let cancelled = made[1];
+    let (status, _) = stack
+        .post(&format!("/v1/agents/{cancelled}/cancel"), json!({}), None)
+        .await;
+    assert_eq!(status, 202);
+    let page = |query: String| {
+        let (http, url, key) = (stack.http.clone(), stack.url.clone(), stack.key.clone());
+        async move {
+            http.get(format!("{url}/v1/agents?{query}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let ids = |page: &Value| -> Vec<String> {
+        page["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["session_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = page("limit=3".into()).await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = page(format!("limit=3&cursor={cursor}")).await;
+    assert_eq!(second["next_cursor"], Value::Null);
+    let mut seen = ids(&first);
+    seen.extend(ids(&second));
+    let newest_first: Vec<String> = made.iter().rev().map(Uuid::to_string).collect();
+    assert_eq!(seen, newest_first);
+    let only = page("status=cancelled".into()).await;
+    assert_eq!(ids(&only), [cancelled.to_string()]);
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
@@ -353,4 +439,6 @@ on_both_backends!(
     create_is_idempotent_and_cancel_ends_an_idle_session,
     an_approval_resumes_the_session,
     a_worker_whose_lease_ran_out_changes_nothing,
+    the_event_stream_resumes_and_ends,
+    the_listing_pages_newest_first,
 );

@@ -14,15 +14,15 @@ use crate::harness::TestEnv;
 
 /// One Server-Sent Event as received.
 #[derive(Debug, Clone, PartialEq)]
-struct Sse {
-    id: i64,
-    event: String,
-    data: Value,
+pub(crate) struct Sse {
+    pub id: i64,
+    pub event: String,
+    pub data: Value,
 }
 
 /// Reads events from `url` until `stop` says so or the stream ends; returns them and whether
 /// the server ended the stream.
-async fn read_events(
+pub(crate) async fn read_events(
     http: &reqwest::Client,
     url: &str,
     key: &str,
