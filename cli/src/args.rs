@@ -109,6 +109,16 @@ pub struct Bench {
     /// `steps` only: sessions in flight to measure with, instead of 20 and 200 (repeatable).
     #[arg(long = "sessions", value_name = "N")]
     pub sessions: Vec<usize>,
+    /// `steps` only: `separate` (agentq-api and agentq-worker processes over Postgres and
+    /// Redis) or `dev` (one `agentq dev` process on SQLite; workers are its --workers).
+    #[arg(long, value_enum, default_value_t = BenchBackend::Separate)]
+    pub backend: BenchBackend,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchBackend {
+    Separate,
+    Dev,
 }
 
 #[derive(clap::Args, Debug)]

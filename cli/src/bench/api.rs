@@ -72,7 +72,7 @@ fn poll_request(stack: &Stack, ids: Arc<Vec<Uuid>>) -> Request {
 pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
     let mut stack = Stack::new("api").await?;
     stack.start_api().await?;
-    stack.start_workers(2)?;
+    stack.start_workers(2).await?;
     let seconds = options.seconds;
     let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
 

@@ -24,7 +24,7 @@ fn sizes(stack: &Stack) -> (f64, f64) {
 pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
     let mut stack = Stack::new("memory").await?;
     stack.start_api().await?;
-    stack.start_workers(1)?;
+    stack.start_workers(1).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut table = Table::new(
         "resident size (MB): the API and one worker",

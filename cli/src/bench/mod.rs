@@ -111,6 +111,7 @@ pub struct Options {
     /// `steps`: the worker counts and sessions in flight to measure (empty: the defaults).
     pub workers: Vec<usize>,
     pub sessions: Vec<usize>,
+    pub backend: crate::args::BenchBackend,
 }
 
 pub async fn run(bench: Bench) -> anyhow::Result<i32> {
@@ -119,6 +120,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<i32> {
         quick: bench.quick,
         workers: bench.workers.into_iter().filter(|&n| n > 0).collect(),
         sessions: bench.sessions.into_iter().filter(|&n| n > 0).collect(),
+        backend: bench.backend,
     };
     let whats = match bench.what {
         BenchWhat::All => vec![

@@ -16,7 +16,7 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
     let rounds = if options.quick { 2 } else { 8 };
     let mut stack = Stack::new("recovery").await?;
     stack.start_api().await?;
-    stack.start_workers(2)?;
+    stack.start_workers(2).await?;
     let mut samples = Vec::new();
     for round in 0..rounds {
         let marker = format!("recovery-{round}");

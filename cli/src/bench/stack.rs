@@ -27,6 +27,8 @@ pub struct Stack {
     env: Vec<(String, String)>,
     api: Option<Child>,
     workers: Vec<Child>,
+    /// `agentq dev`'s data directory, when the stack is one `agentq dev` process.
+    dev: Option<PathBuf>,
 }
 
 fn admin_url() -> String {
@@ -122,7 +124,60 @@ impl Stack {
             env,
             api: None,
             workers: Vec::new(),
+            dev: None,
         })
+    }
+
+    /// The stack as `agentq dev` runs it: one process (API and workers) on SQLite in a
+    /// directory of its own, with the stand-in model in this process; no process yet.
+    pub async fn new_dev(label: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("agentq-bench-{label}-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let database_url = format!("sqlite://{}", dir.join("agentq.db").display());
+        let store = Store::connect_durable(&database_url).await?;
+        let (_, key) = store.create_api_key("bench").await?;
+        let llm = FakeLlm::unrecorded();
+        let llm_addr = llm.spawn().await?;
+        let port = free_port()?;
+        let env = [
+            ("AGENTQ_LISTEN", format!("127.0.0.1:{port}")),
+            ("ANTHROPIC_API_KEY", "bench".into()),
+            ("ANTHROPIC_BASE_URL", format!("http://{llm_addr}")),
+            ("AGENTQ_TEST_TOOLS", "true".into()),
+            ("AGENTQ_SANDBOX", "off".into()),
+            ("AGENTQ_LLM_ATTEMPTS", "1".into()),
+            ("RUST_LOG", "warn".into()),
+        ];
+        let tuning: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AGENTQ_") && !env.iter().any(|(own, _)| own == k))
+            .collect();
+        let env = tuning
+            .into_iter()
+            .chain(env.into_iter().map(|(k, v)| (k.to_owned(), v)))
+            .collect();
+        Ok(Self {
+            llm,
+            api_url: format!("http://127.0.0.1:{port}"),
+            key,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            store,
+            admin_url: String::new(),
+            database: String::new(),
+            redis_url: String::new(),
+            prefix: String::new(),
+            env,
+            api: None,
+            workers: Vec::new(),
+            dev: Some(dir),
+        })
+    }
+
+    /// Whether this is the `agentq dev` stack (no Postgres, no Redis to count).
+    pub fn is_dev(&self) -> bool {
+        self.dev.is_some()
     }
 
     fn spawn(&self, name: &str) -> anyhow::Result<Child> {
@@ -139,7 +194,15 @@ impl Stack {
 
     /// Starts the API and waits until it answers.
     pub async fn start_api(&mut self) -> anyhow::Result<()> {
+        if self.is_dev() {
+            // `agentq dev` serves the API with its workers (`start_workers`).
+            return Ok(());
+        }
         self.api = Some(self.spawn("agentq-api")?);
+        self.wait_healthy().await
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let health = self
@@ -151,14 +214,30 @@ impl Stack {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("agentq-api did not answer /healthz within 30 s");
+                bail!("the API did not answer /healthz within 30 s");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Starts `n` more workers.
-    pub fn start_workers(&mut self, n: usize) -> anyhow::Result<()> {
+    pub async fn start_workers(&mut self, n: usize) -> anyhow::Result<()> {
+        if let Some(dir) = &self.dev {
+            // One `agentq dev` process with n workers.
+            let mut command = Command::new(binary("agentq")?);
+            command
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .args(["dev", "--workers", &n.to_string(), "--data-dir"])
+                .arg(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true);
+            self.workers
+                .push(command.spawn().context("starting agentq dev")?);
+            return self.wait_healthy().await;
+        }
         for _ in 0..n {
             let worker = self.spawn("agentq-worker")?;
             self.workers.push(worker);
@@ -187,7 +266,7 @@ impl Stack {
             let mut worker = self.workers.remove(at);
             let _ = worker.kill().await;
         }
-        self.start_workers(1)
+        self.start_workers(1).await
     }
 
     pub async fn summary(&self) -> anyhow::Result<Summary> {
@@ -205,11 +284,17 @@ impl Stack {
 
     /// Postgres transactions committed in the bench database so far.
     pub async fn transactions(&self) -> anyhow::Result<u64> {
+        if self.is_dev() {
+            return Ok(0);
+        }
         Ok(self.store.transactions_committed().await?)
     }
 
     /// Redis commands served so far (all clients).
     pub async fn redis_commands(&self) -> anyhow::Result<u64> {
+        if self.is_dev() {
+            return Ok(0);
+        }
         let client = redis::Client::open(self.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let info: String = redis::cmd("INFO")
@@ -240,6 +325,10 @@ impl Drop for Stack {
     fn drop(&mut self) {
         for child in self.workers.iter_mut().chain(self.api.as_mut()) {
             let _ = child.start_kill();
+        }
+        if let Some(dir) = &self.dev {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
         }
         let (admin, database, redis_url, prefix) = (
             self.admin_url.clone(),

@@ -95,8 +95,8 @@ async fn measure(stack: &Stack, in_flight: usize, seconds: Duration) -> anyhow::
                 let summary = stack.summary().await?;
                 let steps = (summary.steps_finished - steps0).max(1);
                 let elapsed = now.duration_since(start).as_secs_f64();
-                let tx = stack.transactions().await? - tx0 - own_queries - 1;
-                let redis = stack.redis_commands().await? - redis0;
+                let tx = (stack.transactions().await?).saturating_sub(tx0 + own_queries + 1);
+                let redis = (stack.redis_commands().await?).saturating_sub(redis0);
                 let failed = summary.sessions(agentq_shared::schemas::SessionStatus::Failed);
                 let sample: Vec<Uuid> = ids
                     .lock()
@@ -147,7 +147,12 @@ async fn per_step_latency(stack: &Stack, sample: &[Uuid]) -> Histogram<u64> {
 }
 
 pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
-    let mut stack = Stack::new("steps").await?;
+    let dev = options.backend == crate::args::BenchBackend::Dev;
+    let mut stack = if dev {
+        Stack::new_dev("steps").await?
+    } else {
+        Stack::new("steps").await?
+    };
     stack.start_api().await?;
     script(&stack);
     let (mut workers, mut in_flight) = if options.quick {
@@ -163,7 +168,12 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
     }
     let mut table = Table::new(
         format!(
-            "durable steps, {STEPS}-step sessions, echo tool, stand-in model without delay, {:.0} s each",
+            "durable steps{}, {STEPS}-step sessions, echo tool, stand-in model without delay, {:.0} s each",
+            if dev {
+                " (agentq dev: one process on SQLite)"
+            } else {
+                ""
+            },
             options.seconds.as_secs_f64()
         ),
         &[
@@ -179,7 +189,7 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
     );
     for &w in &workers {
         stack.stop_workers().await;
-        stack.start_workers(w)?;
+        stack.start_workers(w).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         for &c in &in_flight {
             let run = measure(&stack, c, options.seconds).await?;
@@ -190,8 +200,17 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
                 json!(round(run.steps_per_second, 0)),
                 json!(ms(0.50)),
                 json!(ms(0.99)),
-                json!(round(run.transactions_per_step, 2)),
-                json!(round(run.redis_per_step, 2)),
+                // Neither Postgres nor Redis in dev mode: nothing to count.
+                if dev {
+                    Value::Null
+                } else {
+                    json!(round(run.transactions_per_step, 2))
+                },
+                if dev {
+                    Value::Null
+                } else {
+                    json!(round(run.redis_per_step, 2))
+                },
                 json!(run.failed),
             ]);
             // Let the sessions in flight drain before the next configuration.
