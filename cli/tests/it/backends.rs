@@ -417,6 +417,39 @@ async fn the_listing_pages_newest_first(backend: Backend) {
     assert_eq!(ids(&only), [cancelled.to_string()]);
 }
 
+async fn budgets_and_max_steps_end_a_looping_agent(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let usage = agentq_cli::stand_in::Usage {
+        input_tokens: 900,
+        output_tokens: 100,
+        ..Default::default()
+    };
+    let looping = vec![Turn::tool("echo", json!({"text": "again"})).usage(usage); 10];
+    let runs = [
+        (
+            "dollars",
+            json!({"max_cost_usd": 0.01}),
+            "budget_exceeded",
+            3,
+        ),
+        ("steps", json!({"max_steps": 2}), "max_steps_exceeded", 2),
+    ];
+    for (what, limits, code, calls) in runs {
+        let marker = format!("marker-budget-{what}-{backend:?}");
+        stack.env.llm.script(&marker, looping.clone());
+        let id = stack.run(&format!("{marker}: loop"), limits).await;
+        let session = stack.drive(id).await;
+        assert_eq!(session.status, SessionStatus::Failed, "{what}");
+        assert_eq!(
+            session.error.map(|e| e.code.as_str().to_owned()),
+            Some(code.to_owned())
+        );
+        assert_eq!(stack.env.llm.calls_for(&marker).len(), calls, "{what}");
+        // Each call is in the ledger, to the cent.
+        assert_eq!(session.totals.llm_calls as usize, calls, "{what}");
+    }
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
@@ -441,4 +474,5 @@ on_both_backends!(
     a_worker_whose_lease_ran_out_changes_nothing,
     the_event_stream_resumes_and_ends,
     the_listing_pages_newest_first,
+    budgets_and_max_steps_end_a_looping_agent,
 );
