@@ -64,6 +64,26 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The load generator's HTTP client: many connections kept open.
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// `own` after the tuning in the benchmark's own environment (AGENTQ_WORKER_CONCURRENCY,
+/// AGENTQ_PG_POOL, ...), which reaches the processes it starts; what the stack sets wins.
+fn with_tuning<const N: usize>(own: [(&str, String); N]) -> Vec<(String, String)> {
+    let tuning: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AGENTQ_") && !own.iter().any(|(o, _)| o == k))
+        .collect();
+    tuning
+        .into_iter()
+        .chain(own.into_iter().map(|(k, v)| (k.to_owned(), v)))
+        .collect()
+}
+
 impl Stack {
     /// The database, the prefix and the stand-in model; no process yet.
     pub async fn new(label: &str) -> anyhow::Result<Self> {
@@ -99,23 +119,12 @@ impl Stack {
             ("AGENTQ_LLM_ATTEMPTS", "1"),
             ("RUST_LOG", "warn"),
         ];
-        // Tuning from the benchmark's own environment (AGENTQ_WORKER_CONCURRENCY, AGENTQ_PG_POOL,
-        // ...) reaches the processes it starts; what the stack itself sets wins.
-        let tuning: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("AGENTQ_") && !env.iter().any(|(own, _)| own == k))
-            .collect();
-        let env = tuning
-            .into_iter()
-            .chain(env.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())))
-            .collect();
+        let env = with_tuning(env.map(|(k, v)| (k, v.to_owned())));
         Ok(Self {
             llm,
             api_url,
             key,
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(1024)
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            http: http_client()?,
             store,
             admin_url,
             database,
@@ -148,21 +157,12 @@ impl Stack {
             ("AGENTQ_LLM_ATTEMPTS", "1".into()),
             ("RUST_LOG", "warn".into()),
         ];
-        let tuning: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("AGENTQ_") && !env.iter().any(|(own, _)| own == k))
-            .collect();
-        let env = tuning
-            .into_iter()
-            .chain(env.into_iter().map(|(k, v)| (k.to_owned(), v)))
-            .collect();
+        let env = with_tuning(env);
         Ok(Self {
             llm,
             api_url: format!("http://127.0.0.1:{port}"),
             key,
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(1024)
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            http: http_client()?,
             store,
             admin_url: String::new(),
             database: String::new(),

@@ -236,15 +236,7 @@ impl RedisQueue {
             self.wake_channel(),
             Arc::downgrade(&woken),
         ));
-        let ticks = futures::stream::unfold((), move |()| async move {
-            tokio::time::sleep(poll_interval).await;
-            Some(((), ()))
-        });
-        let pushes = futures::stream::unfold(woken, |woken| async move {
-            woken.notified().await;
-            Some(((), woken))
-        });
-        futures::stream::select(ticks.boxed(), pushes.boxed()).boxed()
+        fetch_signals(poll_interval, woken)
     }
 
     /// The queue as the apalis board sees it (`board.rs`).
@@ -387,6 +379,19 @@ impl StepQueue {
             QueueBackend::Sqlite(q) => WorkerBackend::Sqlite(q.worker_backend()),
         }
     }
+}
+
+/// A signal every `poll_interval`, and one each time `woken` is notified.
+fn fetch_signals(poll_interval: Duration, woken: Arc<Notify>) -> BoxStream<'static, ()> {
+    let ticks = futures::stream::unfold((), move |()| async move {
+        tokio::time::sleep(poll_interval).await;
+        Some(((), ()))
+    });
+    let pushes = futures::stream::unfold(woken, |woken| async move {
+        woken.notified().await;
+        Some(((), woken))
+    });
+    futures::stream::select(ticks.boxed(), pushes.boxed()).boxed()
 }
 
 /// Forwards announcements on `channel` to `woken` until nobody holds it any more.

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_sqlite::SqliteStorage;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -135,15 +134,7 @@ impl SqliteQueue {
         if let Ok(mut listeners) = self.listeners.lock() {
             listeners.push(Arc::downgrade(&woken));
         }
-        let ticks = futures::stream::unfold((), move |()| async move {
-            tokio::time::sleep(poll_interval).await;
-            Some(((), ()))
-        });
-        let pushes = futures::stream::unfold(woken, |woken| async move {
-            woken.notified().await;
-            Some(((), woken))
-        });
-        futures::stream::select(ticks.boxed(), pushes.boxed()).boxed()
+        super::fetch_signals(poll_interval, woken)
     }
 
     pub fn worker_backend(&self) -> SqliteStorage<StepJob> {

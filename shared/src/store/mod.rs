@@ -66,37 +66,13 @@ pub struct Readiness {
 }
 
 impl Store {
-    /// Connects to Postgres and (unless `AGENTQ_HOT_COPY=none`) Redis, with errors that say
-    /// which one is missing and how to start it.
+    /// Connects to Postgres (or opens the embedded store at a `sqlite:` URL) and, unless
+    /// `AGENTQ_HOT_COPY=none`, Redis, with errors that say which one is missing and how to start
+    /// it.
     pub async fn connect(config: &StoreConfig) -> anyhow::Result<Self> {
         let counters = Arc::new(Counters::default());
-        if is_sqlite(&config.database_url) {
-            let durable = Self::open_sqlite(&config.database_url, counters.clone()).await?;
-            let hot: Arc<dyn HotCopy> = match config.hot_copy {
-                HotCopyMode::Redis => Arc::new(RedisHotCopy::new(
-                    connect_redis(&config.redis_url).await?,
-                    &config.redis_url,
-                    &config.redis_prefix,
-                    config.snapshot_ttl,
-                    counters.clone(),
-                )),
-                HotCopyMode::None => Arc::new(NoHotCopy),
-            };
-            return Ok(Self::new(durable, hot, config.auth_cache_ttl, counters));
-        }
-        let durable = postgres::PgDurable::connect(
-            &config.database_url,
-            config.pg_pool_size,
-            counters.clone(),
-        )
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to Postgres at DATABASE_URL ({}): {e}; is it running? \
-                         deploy/ensure-services.sh starts one",
-                redact(&config.database_url)
-            )
-        })?;
+        let durable =
+            Self::open_durable(&config.database_url, config.pg_pool_size, counters.clone()).await?;
         let hot: Arc<dyn HotCopy> = match config.hot_copy {
             HotCopyMode::Redis => Arc::new(RedisHotCopy::new(
                 connect_redis(&config.redis_url).await?,
@@ -107,41 +83,40 @@ impl Store {
             )),
             HotCopyMode::None => Arc::new(NoHotCopy),
         };
-        Ok(Self::new(
-            Arc::new(durable),
-            hot,
-            config.auth_cache_ttl,
-            counters,
-        ))
+        Ok(Self::new(durable, hot, config.auth_cache_ttl, counters))
     }
 
     /// The durable store alone, for admin commands (no hot copy: nothing to keep warm).
     pub async fn connect_durable(database_url: &str) -> anyhow::Result<Self> {
         let counters = Arc::new(Counters::default());
-        if is_sqlite(database_url) {
-            let durable = Self::open_sqlite(database_url, counters.clone()).await?;
-            return Ok(Self::new(
-                durable,
-                Arc::new(NoHotCopy),
-                Duration::ZERO,
-                counters,
-            ));
+        let durable = Self::open_durable(database_url, 2, counters.clone()).await?;
+        Ok(Self::new(
+            durable,
+            Arc::new(NoHotCopy),
+            Duration::ZERO,
+            counters,
+        ))
+    }
+
+    /// The durable store `url` names: Postgres, or the embedded store at a `sqlite:` URL.
+    async fn open_durable(
+        url: &str,
+        pg_pool_size: u32,
+        counters: Arc<Counters>,
+    ) -> anyhow::Result<Arc<dyn Durable>> {
+        if is_sqlite(url) {
+            return Self::open_sqlite(url, counters).await;
         }
-        let durable = postgres::PgDurable::connect(database_url, 2, counters.clone())
+        let durable = postgres::PgDurable::connect(url, pg_pool_size, counters)
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
                     "cannot connect to Postgres at DATABASE_URL ({}): {e}; is it running? \
                      deploy/ensure-services.sh starts one",
-                    redact(database_url)
+                    redact(url)
                 )
             })?;
-        Ok(Self::new(
-            Arc::new(durable),
-            Arc::new(NoHotCopy),
-            Duration::ZERO,
-            counters,
-        ))
+        Ok(Arc::new(durable))
     }
 
     /// A store over any durable store and hot copy.
@@ -159,7 +134,6 @@ impl Store {
         }
     }
 
-    /// Round trips and commands made so far, in total and per operation.
     /// The embedded store at a `sqlite:` URL, its migrations applied (`agentq dev`).
     async fn open_sqlite(url: &str, counters: Arc<Counters>) -> anyhow::Result<Arc<dyn Durable>> {
         let durable = SqliteDurable::open(url, counters)
@@ -172,6 +146,7 @@ impl Store {
         Ok(Arc::new(durable))
     }
 
+    /// Round trips and commands made so far, in total and per operation.
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
