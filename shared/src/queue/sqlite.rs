@@ -40,28 +40,50 @@ pub(super) fn queue_url_beside(database_url: &str) -> Option<String> {
     Some(format!("sqlite://{}", queue.display()))
 }
 
+/// Every worker's wake-up signal in this process.
+type Listeners = Arc<Mutex<Vec<Weak<Notify>>>>;
+
+/// The queue's pool for `url` and the wake-up signals of its workers, shared by every queue of
+/// this process on that file (the API's and each worker's), set up once. One connection: the
+/// queue's writes wait their turn here instead of in SQLite's busy handler, which sleeps up to
+/// 100 ms between tries.
+async fn shared(url: &str) -> anyhow::Result<(SqlitePool, Listeners)> {
+    static OPEN: tokio::sync::Mutex<
+        Option<std::collections::HashMap<String, (SqlitePool, Listeners)>>,
+    > = tokio::sync::Mutex::const_new(None);
+    let mut open = OPEN.lock().await;
+    let open = open.get_or_insert_with(Default::default);
+    if let Some(shared) = open.get(url).filter(|(p, _)| !p.is_closed()) {
+        return Ok(shared.clone());
+    }
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("not a SQLite URL ({url}): {e}"))?
+        .create_if_missing(true)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the queue's database at {url}: {e}"))?;
+    SqliteStorage::setup(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot set up the queue's database at {url}: {e}"))?;
+    let shared = (pool, Listeners::default());
+    open.insert(url.to_owned(), shared.clone());
+    Ok(shared)
+}
+
 #[derive(Clone)]
 pub(super) struct SqliteQueue {
     storage: SqliteStorage<StepJob>,
     pool: SqlitePool,
-    /// Every worker's wake-up signal in this process.
-    listeners: Arc<Mutex<Vec<Weak<Notify>>>>,
+    listeners: Listeners,
 }
 
 impl SqliteQueue {
     pub async fn open(url: &str, settings: &QueueSettings) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| anyhow::anyhow!("not a SQLite URL ({url}): {e}"))?
-            .create_if_missing(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the queue's database at {url}: {e}"))?;
-        SqliteStorage::setup(&pool)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot set up the queue's database at {url}: {e}"))?;
+        let (pool, listeners) = shared(url).await?;
         let config = apalis_sqlite::Config::default()
             .queue(NAME)
             .batch_size(settings.batch_size.max(1))
@@ -70,7 +92,7 @@ impl SqliteQueue {
         Ok(Self {
             storage: SqliteStorage::new(&pool).with_config(config),
             pool,
-            listeners: Arc::default(),
+            listeners,
         })
     }
 

@@ -35,7 +35,11 @@ use super::model::{
 pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 pub struct SqliteDurable {
+    /// Readers (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// The one writing connection of this process for this file: writes queue here, in order,
+    /// instead of in SQLite's busy handler, which sleeps up to 100 ms between tries.
+    writer: SqlitePool,
     counters: Arc<Counters>,
     /// Transactions committed through this store (SQLite keeps no such statistic).
     committed: Arc<std::sync::atomic::AtomicU64>,
@@ -53,14 +57,10 @@ impl SqliteDurable {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (pool, writer) = pools(&options).await?;
         Ok(Self {
             pool,
+            writer,
             counters,
             committed: Arc::default(),
         })
@@ -74,8 +74,36 @@ impl SqliteDurable {
     async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
         self.committed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// The reader and writer pools of the database file `options` names, shared by every store of
+/// this process on that file (`agentq dev` runs the API and each worker with a store of its
+/// own): one writer per file keeps writes in one queue.
+async fn pools(options: &SqliteConnectOptions) -> Result<(SqlitePool, SqlitePool), String> {
+    type Pools = std::collections::HashMap<std::path::PathBuf, (SqlitePool, SqlitePool)>;
+    static OPEN: tokio::sync::Mutex<Option<Pools>> = tokio::sync::Mutex::const_new(None);
+    let file = options.get_filename().to_owned();
+    let mut open = OPEN.lock().await;
+    let open = open.get_or_insert_with(Pools::new);
+    if let Some((pool, writer)) = open.get(&file)
+        && !pool.is_closed()
+        && !writer.is_closed()
+    {
+        return Ok((pool.clone(), writer.clone()));
+    }
+    let connect = |max: u32| {
+        SqlitePoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+    };
+    // The writer first: it creates the file and switches it to WAL.
+    let writer = connect(1).await.map_err(|e| e.to_string())?;
+    let pool = connect(4).await.map_err(|e| e.to_string())?;
+    open.insert(file, (pool.clone(), writer.clone()));
+    Ok((pool, writer))
 }
 
 /// Microseconds since the epoch, as stored.
@@ -116,7 +144,7 @@ impl Leadership for SqliteLeadership {
 impl Durable for SqliteDurable {
     async fn migrate(&self) -> StoreResult<()> {
         SQLITE_MIGRATOR
-            .run(&self.pool)
+            .run(&self.writer)
             .await
             .map_err(|e| StoreError::Backend(format!("applying migrations: {e}")))
     }
@@ -288,12 +316,12 @@ impl Durable for SqliteDurable {
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<bool> {
         self.count("renew_lease");
-        steps::renew_lease(&self.pool, lease, ttl).await
+        steps::renew_lease(&self.writer, lease, ttl).await
     }
 
     async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
         self.count("release_lease");
-        steps::release_lease(&self.pool, lease).await
+        steps::release_lease(&self.writer, lease).await
     }
 
     async fn holds_lease(&self, lease: &Lease) -> StoreResult<bool> {
@@ -339,11 +367,11 @@ impl Durable for SqliteDurable {
 
     async fn lead(&self) -> StoreResult<Option<Box<dyn Leadership>>> {
         let holder = Uuid::now_v7().to_string();
-        if !reconcile::take_leadership(&self.pool, &holder).await? {
+        if !reconcile::take_leadership(&self.writer, &holder).await? {
             return Ok(None);
         }
         Ok(Some(Box::new(SqliteLeadership {
-            pool: self.pool.clone(),
+            pool: self.writer.clone(),
             holder,
         })))
     }
@@ -374,6 +402,6 @@ impl Durable for SqliteDurable {
 
     async fn forget_idempotency_keys(&self, keep: Duration) -> StoreResult<u64> {
         self.count("forget_idempotency_keys");
-        reconcile::forget_idempotency_keys(&self.pool, keep).await
+        reconcile::forget_idempotency_keys(&self.writer, keep).await
     }
 }
