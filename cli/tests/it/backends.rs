@@ -37,7 +37,15 @@ struct Stack {
 
 impl Stack {
     async fn new(backend: Backend) -> Self {
+        Self::with(backend, &[]).await
+    }
+
+    /// With `vars` set for the API and the worker.
+    async fn with(backend: Backend, vars: &[(&str, &str)]) -> Self {
         let mut env = TestEnv::new().await;
+        for (var, value) in vars {
+            env.set(var, value);
+        }
         let dir = match backend {
             Backend::Postgres => None,
             Backend::Sqlite => {
@@ -450,6 +458,71 @@ async fn budgets_and_max_steps_end_a_looping_agent(backend: Backend) {
     }
 }
 
+async fn the_reconciler_expires_fails_overdue_and_repairs(backend: Backend) {
+    let stack = Stack::with(
+        backend,
+        &[
+            ("AGENTQ_APPROVAL_TTL_SECS", "1"),
+            ("AGENTQ_SESSION_DEADLINE_SECS", "1"),
+        ],
+    )
+    .await;
+    let store = &stack.ctx.store;
+    // One leader at a time. (Postgres's advisory lock is server-wide: another test's
+    // reconciler may hold it, so only the second attempt is asserted.)
+    let leader = store.lead().await.unwrap();
+    if matches!(backend, Backend::Sqlite) {
+        assert!(leader.is_some(), "the first to ask leads");
+    }
+    if leader.is_some() {
+        assert!(store.lead().await.unwrap().is_none(), "a second leader");
+    }
+    drop(leader);
+
+    let marker = format!("marker-lapse-{backend:?}");
+    stack.env.llm.script(
+        &marker,
+        vec![Turn::tool(
+            "echo_approved",
+            json!({"text": "never approved"}),
+        )],
+    );
+    let waiting = stack
+        .run(
+            &format!("{marker}: go"),
+            json!({"tools": ["echo_approved"]}),
+        )
+        .await;
+    assert_eq!(
+        stack.drive(waiting).await.status,
+        SessionStatus::AwaitingApproval
+    );
+    let idle = stack.run("left alone", json!({})).await;
+    // Nobody moves `idle`: the reconciler claims it for a repair, with a new fence.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let repairs = store.claim_stalled(Duration::ZERO, 10).await.unwrap();
+    let repaired: Vec<(Uuid, u32)> = repairs
+        .iter()
+        .map(|r| (r.session_id, r.next_step))
+        .collect();
+    assert_eq!(repaired, [(idle, 0)]);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(store.expire_lapsed_approvals().await.unwrap(), [waiting]);
+    assert_eq!(store.fail_overdue().await.unwrap(), [idle]);
+    for (id, code) in [(waiting, "approval_expired"), (idle, "deadline_exceeded")] {
+        let session = stack.get(id).await;
+        assert_eq!(session.status, SessionStatus::Failed);
+        assert_eq!(session.error.unwrap().code.as_str(), code);
+        let kinds = stack.event_kinds(id).await;
+        assert_eq!(
+            kinds[kinds.len() - 2..],
+            ["status:failed".to_owned(), "done:failed".to_owned()]
+        );
+    }
+    assert!(store.fail_overdue().await.unwrap().is_empty(), "only once");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
@@ -475,4 +548,5 @@ on_both_backends!(
     the_event_stream_resumes_and_ends,
     the_listing_pages_newest_first,
     budgets_and_max_steps_end_a_looping_agent,
+    the_reconciler_expires_fails_overdue_and_repairs,
 );
