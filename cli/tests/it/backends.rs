@@ -169,7 +169,12 @@ async fn a_session_runs_to_its_answer(backend: Backend) {
     );
     let id = stack.run(&format!("{marker}: go"), json!({})).await;
     assert_eq!(stack.get(id).await.status, SessionStatus::Pending);
+    // Followers of the session in the API (event streams, long-polls) are woken by the worker's
+    // transitions: through Redis, or on SQLite by the store of this process itself.
+    let mut feed = stack.api.store.changes(id).expect("a change feed");
     let session = stack.drive(id).await;
+    let woken = tokio::time::timeout(Duration::from_secs(10), feed.changed()).await;
+    assert_eq!(woken.ok(), Some(true), "the API's follower was woken");
     assert_eq!(
         (session.status, session.final_answer.as_deref()),
         (SessionStatus::Completed, Some("the answer"))

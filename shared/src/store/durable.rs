@@ -167,4 +167,10 @@ pub trait Durable: Send + Sync {
     async fn expire_lapsed_approvals(&self) -> StoreResult<Vec<Head>>;
     async fn fail_overdue(&self) -> StoreResult<Vec<Head>>;
     async fn forget_idempotency_keys(&self, keep: Duration) -> StoreResult<u64>;
+
+    /// Notifications of the session's changes made through this process, when the durable
+    /// store can give them (the embedded one, whose API and workers share the process).
+    fn changes(&self, _id: Uuid) -> Option<super::hot::ChangeFeed> {
+        None
+    }
 }

@@ -3,7 +3,10 @@
 //! implements it (`redis.rs`); [`NoHotCopy`] keeps nothing, and every read falls through to the
 //! durable store. Losing it loses only speed, so its failures are logged, never returned.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::schemas::AgentSession;
@@ -46,6 +49,35 @@ impl ChangeFeed {
     /// Waits for the next change; false when the feed is gone (the hot copy shut down).
     pub async fn changed(&mut self) -> bool {
         self.0.changed().await.is_ok()
+    }
+}
+
+/// The change channels of this process's followers, per session (Redis fans its one pattern
+/// subscription out through them; the SQLite store its own committed transitions).
+#[derive(Default)]
+pub(super) struct Feeds {
+    senders: std::sync::Mutex<HashMap<Uuid, watch::Sender<i64>>>,
+    pub(super) listening: std::sync::atomic::AtomicBool,
+}
+
+impl Feeds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<i64>>> {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn subscribe(&self, id: Uuid) -> watch::Receiver<i64> {
+        let mut senders = self.lock();
+        senders.retain(|_, sender| sender.receiver_count() > 0);
+        senders
+            .entry(id)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    pub(super) fn notify(&self, id: Uuid, version: i64) {
+        if let Some(sender) = self.lock().get(&id) {
+            sender.send_replace(version);
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 //! it skips a version older than the one held, announces the new one, and reports the cancel
 //! flag, so a step learns of a cancel without a command of its own.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,11 +12,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::counters::Counters;
-use super::hot::{ChangeFeed, HotCopy};
+use super::hot::{ChangeFeed, Feeds, HotCopy};
 use crate::schemas::AgentSession;
 
 /// KEYS: snapshot, its version, cancel flag. ARGV: JSON, version, TTL seconds, channel.
@@ -41,35 +39,6 @@ pub struct RedisHotCopy {
     put: redis::Script,
     counters: Arc<Counters>,
     feeds: Arc<Feeds>,
-}
-
-/// The change channels of this process's followers: one pattern subscription for all of them,
-/// fanned out per session.
-#[derive(Default)]
-struct Feeds {
-    senders: std::sync::Mutex<HashMap<Uuid, watch::Sender<i64>>>,
-    listening: std::sync::atomic::AtomicBool,
-}
-
-impl Feeds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<i64>>> {
-        self.senders.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn subscribe(&self, id: Uuid) -> watch::Receiver<i64> {
-        let mut senders = self.lock();
-        senders.retain(|_, sender| sender.receiver_count() > 0);
-        senders
-            .entry(id)
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
-    }
-
-    fn notify(&self, id: Uuid, version: i64) {
-        if let Some(sender) = self.lock().get(&id) {
-            sender.send_replace(version);
-        }
-    }
 }
 
 /// Listens on `{prefix}:changed:*` for as long as the process runs, reconnecting after Redis

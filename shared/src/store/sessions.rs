@@ -192,9 +192,10 @@ impl Store {
         self.durable.events(id, after, 500).await
     }
 
-    /// Notifications of a session's changes, when the hot copy can give them.
+    /// Notifications of a session's changes, when the hot copy (or else the durable store) can
+    /// give them.
     pub fn changes(&self, id: Uuid) -> Option<ChangeFeed> {
-        self.hot.changes(id)
+        self.hot.changes(id).or_else(|| self.durable.changes(id))
     }
 
     /// An org's sessions, newest first.

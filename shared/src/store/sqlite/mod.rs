@@ -26,6 +26,7 @@ use crate::schemas::{SessionEvent, SessionSummary};
 use super::counters::Counters;
 use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Leadership};
 use super::error::{StoreError, StoreResult};
+use super::hot::{ChangeFeed, Feeds};
 use super::model::{
     ApprovalDecision, Begin, Created, Decision, Ending, Head, Lease, ListQuery, LlmCallRecord,
     NewSession, Principal, Repair, SessionState, Spend, Summary,
@@ -40,6 +41,8 @@ pub struct SqliteDurable {
     /// The one writing connection of this process for this file: writes queue here, in order,
     /// instead of in SQLite's busy handler, which sleeps up to 100 ms between tries.
     writer: SqlitePool,
+    /// Followers of this file's sessions in this process, woken after each committed change.
+    feeds: Arc<Feeds>,
     counters: Arc<Counters>,
     /// Transactions committed through this store (SQLite keeps no such statistic).
     committed: Arc<std::sync::atomic::AtomicU64>,
@@ -57,10 +60,11 @@ impl SqliteDurable {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let (pool, writer) = pools(&options).await?;
+        let (pool, writer, feeds) = pools(&options).await?;
         Ok(Self {
             pool,
             writer,
+            feeds,
             counters,
             committed: Arc::default(),
         })
@@ -68,6 +72,11 @@ impl SqliteDurable {
 
     fn count(&self, operation: &'static str) {
         self.counters.durable(operation);
+    }
+
+    /// Wakes the session's followers in this process (after a committed change).
+    fn changed(&self, head: &Head) {
+        self.feeds.notify(head.id, head.version);
     }
 
     /// A write transaction that holds SQLite's write lock from its first statement.
@@ -81,17 +90,20 @@ impl SqliteDurable {
 /// The reader and writer pools of the database file `options` names, shared by every store of
 /// this process on that file (`agentq dev` runs the API and each worker with a store of its
 /// own): one writer per file keeps writes in one queue.
-async fn pools(options: &SqliteConnectOptions) -> Result<(SqlitePool, SqlitePool), String> {
-    type Pools = std::collections::HashMap<std::path::PathBuf, (SqlitePool, SqlitePool)>;
+async fn pools(
+    options: &SqliteConnectOptions,
+) -> Result<(SqlitePool, SqlitePool, Arc<Feeds>), String> {
+    type Pools =
+        std::collections::HashMap<std::path::PathBuf, (SqlitePool, SqlitePool, Arc<Feeds>)>;
     static OPEN: tokio::sync::Mutex<Option<Pools>> = tokio::sync::Mutex::const_new(None);
     let file = options.get_filename().to_owned();
     let mut open = OPEN.lock().await;
     let open = open.get_or_insert_with(Pools::new);
-    if let Some((pool, writer)) = open.get(&file)
+    if let Some((pool, writer, feeds)) = open.get(&file)
         && !pool.is_closed()
         && !writer.is_closed()
     {
-        return Ok((pool.clone(), writer.clone()));
+        return Ok((pool.clone(), writer.clone(), feeds.clone()));
     }
     let connect = |max: u32| {
         SqlitePoolOptions::new()
@@ -102,8 +114,9 @@ async fn pools(options: &SqliteConnectOptions) -> Result<(SqlitePool, SqlitePool
     // The writer first: it creates the file and switches it to WAL.
     let writer = connect(1).await.map_err(|e| e.to_string())?;
     let pool = connect(4).await.map_err(|e| e.to_string())?;
-    open.insert(file, (pool.clone(), writer.clone()));
-    Ok((pool, writer))
+    let feeds = Arc::new(Feeds::default());
+    open.insert(file, (pool.clone(), writer.clone(), feeds.clone()));
+    Ok((pool, writer, feeds))
 }
 
 /// Microseconds since the epoch, as stored.
@@ -191,6 +204,9 @@ impl Durable for SqliteDurable {
         let mut tx = self.write().await?;
         let cancelled = sessions::cancel(&mut tx, id, org_id).await?;
         tx.commit().await?;
+        if let Cancelled::Changed(head) = &cancelled {
+            self.changed(head);
+        }
         Ok(cancelled)
     }
 
@@ -199,6 +215,9 @@ impl Durable for SqliteDurable {
         let mut tx = self.write().await?;
         let approved = sessions::decide_approval(&mut tx, decision).await?;
         tx.commit().await?;
+        if let Approved::Recorded { head, .. } | Approved::Expired(head) = &approved {
+            self.changed(head);
+        }
         Ok(approved)
     }
 
@@ -213,6 +232,11 @@ impl Durable for SqliteDurable {
         let mut tx = self.write().await?;
         let begun = steps::begin(&mut tx, id, step, owner, ttl).await?;
         tx.commit().await?;
+        if let Begin::Leased(run) = &begun
+            && run.became_running
+        {
+            self.feeds.notify(id, run.state.record.version);
+        }
         Ok(begun)
     }
 
@@ -238,6 +262,7 @@ impl Durable for SqliteDurable {
         let stored =
             steps::record_decision(&mut tx, lease, step, call, decision, ending, events).await?;
         tx.commit().await?;
+        self.changed(&stored.head);
         Ok(stored)
     }
 
@@ -264,6 +289,7 @@ impl Durable for SqliteDurable {
             steps::record_observation(&mut tx, lease, step, call, observation, advance, event)
                 .await?;
         tx.commit().await?;
+        self.changed(&head);
         Ok(head)
     }
 
@@ -272,6 +298,7 @@ impl Durable for SqliteDurable {
         let mut tx = self.write().await?;
         let head = steps::advance(&mut tx, lease, step).await?;
         tx.commit().await?;
+        self.changed(&head);
         Ok(head)
     }
 
@@ -287,6 +314,7 @@ impl Durable for SqliteDurable {
         let mut tx = self.write().await?;
         let head = steps::await_approval(&mut tx, lease, step, expires_at, reviews, event).await?;
         tx.commit().await?;
+        self.changed(&head);
         Ok(head)
     }
 
@@ -301,6 +329,9 @@ impl Durable for SqliteDurable {
         let mut tx = self.write().await?;
         let ended = steps::end(&mut tx, id, lease, ending, totals).await?;
         tx.commit().await?;
+        if let Some(head) = &ended {
+            self.changed(head);
+        }
         Ok(ended)
     }
 
@@ -389,6 +420,7 @@ impl Durable for SqliteDurable {
         let mut tx = self.write().await?;
         let expired = reconcile::expire_lapsed_approvals(&mut tx).await?;
         tx.commit().await?;
+        expired.iter().for_each(|head| self.changed(head));
         Ok(expired)
     }
 
@@ -397,7 +429,12 @@ impl Durable for SqliteDurable {
         let mut tx = self.write().await?;
         let failed = reconcile::fail_overdue(&mut tx).await?;
         tx.commit().await?;
+        failed.iter().for_each(|head| self.changed(head));
         Ok(failed)
+    }
+
+    fn changes(&self, id: Uuid) -> Option<ChangeFeed> {
+        Some(ChangeFeed(self.feeds.subscribe(id)))
     }
 
     async fn forget_idempotency_keys(&self, keep: Duration) -> StoreResult<u64> {
