@@ -138,6 +138,24 @@ async fn wait_healthy(url: &str) {
     }
 }
 
+/// Starts a session on `question` with the echo tool; its id.
+async fn start(http: &reqwest::Client, url: &str, key: &str, question: &str) -> String {
+    let created: serde_json::Value = http
+        .post(format!("{url}/v1/agents/run"))
+        .bearer_auth(key)
+        .json(&json!({"messages": [{"role": "user", "content": question}], "tools": ["echo"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["session_id"]
+        .as_str()
+        .expect("a session id")
+        .to_owned()
+}
+
 async fn session(http: &reqwest::Client, url: &str, key: &str, id: &str) -> AgentSession {
     http.get(format!("{url}/v1/agents/{id}"))
         .bearer_auth(key)
@@ -169,23 +187,7 @@ async fn a_kill_9_mid_session_loses_and_repeats_nothing() {
     let key = std::fs::read_to_string(data.0.join("dev-key")).expect("the dev key is kept");
     let key = key.trim();
     let http = reqwest::Client::new();
-    let created: serde_json::Value = http
-        .post(format!("{url}/v1/agents/run"))
-        .bearer_auth(key)
-        .json(
-            &json!({"messages": [{"role": "user", "content": "marker-dev-kill: go"}],
-                      "tools": ["echo"]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["session_id"]
-        .as_str()
-        .expect("a session id")
-        .to_owned();
+    let id = start(&http, &url, key, "marker-dev-kill: go").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while session(&http, &url, key, &id)
         .await
@@ -304,20 +306,7 @@ async fn the_board_and_metrics_work_in_dev_mode() {
     wait_healthy(&url).await;
     let http = reqwest::Client::new();
     let key = std::fs::read_to_string(data.0.join("dev-key")).unwrap();
-    let created: serde_json::Value = http
-        .post(format!("{url}/v1/agents/run"))
-        .bearer_auth(key.trim())
-        .json(
-            &json!({"messages": [{"role": "user", "content": "marker-dev-board: go"}],
-                      "tools": ["echo"]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["session_id"].as_str().unwrap().to_owned();
+    let id = start(&http, &url, key.trim(), "marker-dev-board: go").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !session(&http, &url, key.trim(), &id)
         .await
