@@ -54,7 +54,9 @@ pub async fn run(dev: Dev) -> anyhow::Result<i32> {
     let listen = get(&vars, "AGENTQ_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
     set(&mut vars, "AGENTQ_LISTEN", listen.clone());
 
-    let stand_in = get(&vars, "ANTHROPIC_API_KEY").is_none();
+    // The stand-in answers for Anthropic only; an OpenAI-compatible provider is left as set.
+    let stand_in = get(&vars, "ANTHROPIC_API_KEY").is_none()
+        && get(&vars, "AGENTQ_LLM_PROVIDER").is_none_or(|p| p == "anthropic");
     if stand_in {
         let model = crate::stand_in::FakeLlm::unrecorded();
         let address = model.spawn().await.context("starting the stand-in model")?;
