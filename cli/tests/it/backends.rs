@@ -15,7 +15,7 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::TestEnv;
+use crate::harness::{TestEnv, fetch_session};
 use crate::observe::read_events;
 
 #[derive(Debug, Clone, Copy)]
@@ -98,15 +98,7 @@ impl Stack {
     }
 
     async fn get(&self, id: Uuid) -> AgentSession {
-        self.http
-            .get(format!("{}/v1/agents/{id}", self.url))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        fetch_session(&self.http, &self.url, &self.key, &id.to_string()).await
     }
 
     /// Runs the session's steps the way the queue would deliver them, until it stops moving.

@@ -7,12 +7,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agentq_cli::stand_in::Turn;
-use agentq_shared::schemas::{AgentSession, SessionStatus};
+use agentq_shared::schemas::SessionStatus;
 use serde_json::json;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::harness::{TestEnv, binary, free_port};
+use crate::harness::{TestEnv, binary, fetch_session as session, free_port};
 
 /// Addresses where nothing answers: `agentq dev` must not need them.
 const NO_POSTGRES: &str = "postgres://postgres@127.0.0.1:1/nothing";
@@ -154,17 +154,6 @@ async fn start(http: &reqwest::Client, url: &str, key: &str, question: &str) -> 
         .as_str()
         .expect("a session id")
         .to_owned()
-}
-
-async fn session(http: &reqwest::Client, url: &str, key: &str, id: &str) -> AgentSession {
-    http.get(format!("{url}/v1/agents/{id}"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

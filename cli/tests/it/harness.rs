@@ -36,6 +36,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// `GET /v1/agents/{id}` on the API at `url` with `key`.
+pub async fn fetch_session(http: &reqwest::Client, url: &str, key: &str, id: &str) -> AgentSession {
+    http.get(format!("{url}/v1/agents/{id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

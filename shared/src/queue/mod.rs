@@ -203,17 +203,13 @@ impl RedisQueue {
     }
 
     /// Pushes the job with the id its purpose gives it, and wakes idle workers.
-    pub async fn push(&self, job: StepJob, why: Push) -> Result<(), EnqueueError> {
+    async fn push(&self, job: StepJob, why: Push) -> Result<(), String> {
         let mut storage = self.storage.clone();
-        let (session_id, step, task_id) = (job.session_id, job.step, why.task_id(&job));
+        let task_id = why.task_id(&job);
         storage
             .push_task(TaskBuilder::new(job).task_id(task_id).build())
             .await
-            .map_err(|e| EnqueueError {
-                session_id,
-                step,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| e.to_string())?;
         // A lost wake-up costs only the poll interval.
         let woken: redis::RedisResult<i64> = redis::cmd("PUBLISH")
             .arg(self.wake_channel())
@@ -346,10 +342,16 @@ impl StepQueue {
 
     /// Pushes the job with the id its purpose gives it, and wakes idle workers.
     pub async fn push(&self, job: StepJob, why: Push) -> Result<(), EnqueueError> {
-        match &self.backend {
+        let (session_id, step) = (job.session_id, job.step);
+        let pushed = match &self.backend {
             QueueBackend::Redis(q) => q.push(job, why).await,
             QueueBackend::Sqlite(q) => q.push(job, why).await,
-        }
+        };
+        pushed.map_err(|message| EnqueueError {
+            session_id,
+            step,
+            message,
+        })
     }
 
     /// When a worker should fetch: every `poll_interval`, and at once when a push is announced.

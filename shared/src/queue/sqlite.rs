@@ -19,7 +19,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tokio::sync::Notify;
 
-use super::{Depth, EnqueueError, Push, QueueSettings, StepJob};
+use super::{Depth, Push, QueueSettings, StepJob};
 
 /// The queue's name (apalis-sqlite's job type).
 const NAME: &str = "agentq:steps";
@@ -127,18 +127,13 @@ impl SqliteQueue {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn push(&self, job: StepJob, why: Push) -> Result<(), EnqueueError> {
-        let (session_id, step) = (job.session_id, job.step);
+    pub async fn push(&self, job: StepJob, why: Push) -> Result<(), String> {
         let key = why.task_id(&job).to_string();
         let mut storage = self.storage.clone();
         storage
             .push_task(TaskBuilder::new(job).idempotency_key(key).build())
             .await
-            .map_err(|e| EnqueueError {
-                session_id,
-                step,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| e.to_string())?;
         if let Ok(mut listeners) = self.listeners.lock() {
             listeners.retain(|l| match l.upgrade() {
                 Some(woken) => {
