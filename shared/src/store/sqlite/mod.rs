@@ -5,6 +5,9 @@
 //! statements (a write lock from the start: no deadlock between two upgrading readers), and the
 //! JSON a Postgres function builds is built here in Rust. Areas as on Postgres: `sessions.rs`
 //! (the API's, keys and the ledger too), `steps.rs` (the step protocol's), `reconcile.rs`.
+//! The statements themselves are in the `agentq-sqlite` crate (`shared/sqlite/`), in modules of
+//! the same names, each checked at build time against `migrations/sqlite/`; here are the
+//! transactions, the JSON, and rows turned into the domain's types.
 
 mod reconcile;
 mod rows;
@@ -164,8 +167,7 @@ impl Durable for SqliteDurable {
 
     async fn ping(&self) -> StoreResult<()> {
         self.count("ping");
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        Ok(agentq_sqlite::ping(&self.pool).await?)
     }
 
     async fn principal(&self, key_hash: &str) -> StoreResult<Option<Principal>> {

@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
+use agentq_sqlite::{self as sql, steps as stmt};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sqlx::AssertSqlSafe;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::super::durable::{Announced, DecisionStored};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{Begin, Decision, Ending, Head, Lease, LlmCallRecord, Spend, StepRun};
-use super::rows::{self, HEAD, append_events, done_event, head, status, status_event};
+use super::rows::{self, append_events, done_event, head, status, status_event};
 use super::{encode, micros, now, sessions};
 use crate::schemas::SessionStatus;
 
@@ -32,46 +32,26 @@ pub(super) async fn begin(
     ttl: Duration,
 ) -> StoreResult<Begin> {
     let at = now();
-    let taken = sqlx::query(
-        "UPDATE sessions
-         SET lease_owner = ?2, lease_until = ?3 + ?4, fence = fence + 1,
-             step_attempts = step_attempts + 1,
-             version = version + (status = 'pending'),
-             event_seq = event_seq + (status = 'pending'),
-             updated_at = CASE WHEN status = 'pending' THEN ?3 ELSE updated_at END,
-             status = 'running'
-         WHERE id = ?1 AND next_step = ?5 AND status IN ('pending', 'running')
-           AND (lease_until IS NULL OR lease_until < ?3)
-         RETURNING fence, step_attempts, event_seq, (updated_at = ?3) AS became",
-    )
-    .bind(id)
-    .bind(owner)
-    .bind(at)
-    .bind(ttl_micros(ttl))
-    .bind(i64::from(step))
-    .fetch_optional(&mut *conn)
-    .await?;
+    let taken =
+        stmt::take_lease(&mut *conn, id, owner, at, ttl_micros(ttl), i64::from(step)).await?;
     let Some(taken) = taken else {
         return why_not(conn, id, step).await;
     };
-    let fence: i64 = taken.try_get("fence")?;
-    let attempts: i64 = taken.try_get("step_attempts")?;
-    let event_seq: i64 = taken.try_get("event_seq")?;
     let state = rows::load(conn, id)
         .await?
         .ok_or(StoreError::NotFound("session"))?;
     // Only a pending session's `updated_at` moves to this statement's time.
-    let became_running: bool = taken.try_get("became")?;
+    let became_running = taken.became_running;
     if became_running {
         let running = json!({"status": "running", "error": null});
-        append_events(conn, id, event_seq, &[("status", &running)], at).await?;
+        append_events(conn, id, taken.event_seq, &[("status", &running)], at).await?;
     }
     Ok(Begin::Leased(Box::new(StepRun {
         lease: Lease {
             session_id: id,
             owner: owner.to_owned(),
-            fence,
-            attempt: attempts.max(0) as u32,
+            fence: taken.fence,
+            attempt: taken.step_attempts.max(0) as u32,
         },
         step,
         state,
@@ -82,19 +62,11 @@ pub(super) async fn begin(
 
 /// Why the lease was not taken.
 async fn why_not(conn: &mut SqliteConnection, id: Uuid, step: u32) -> StoreResult<Begin> {
-    let row = sqlx::query(
-        "SELECT status, next_step, (lease_until IS NOT NULL AND lease_until >= ?2) AS held
-         FROM sessions WHERE id = ?1",
-    )
-    .bind(id)
-    .bind(now())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
+    let Some(row) = stmt::lease_state(&mut *conn, id, now()).await? else {
         return Ok(Begin::Missing);
     };
-    let current = status(row.try_get("status")?)?;
-    let next_step: i64 = row.try_get("next_step")?;
+    let current = status(&row.status)?;
+    let next_step = row.next_step;
     Ok(
         if current.is_terminal() || current == SessionStatus::AwaitingApproval {
             Begin::Idle(current)
@@ -110,26 +82,26 @@ async fn why_not(conn: &mut SqliteConnection, id: Uuid, step: u32) -> StoreResul
 
 /// Whether the lease is still held (its fence is the session's).
 async fn holds(conn: &mut SqliteConnection, lease: &Lease) -> StoreResult<bool> {
-    let fence: Option<i64> = sqlx::query_scalar("SELECT fence FROM sessions WHERE id = ?1")
-        .bind(lease.session_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let fence = stmt::fence(&mut *conn, lease.session_id).await?;
     Ok(fence == Some(lease.fence))
 }
 
 /// The status, answer and error columns an ending sets.
-fn ending_columns(
-    ending: &Ending,
-) -> (
-    &'static str,
-    Option<&str>,
-    Option<&'static str>,
-    Option<&str>,
-) {
-    match ending {
-        Ending::Completed { final_answer } => ("completed", Some(final_answer), None, None),
-        Ending::Failed { code, message } => ("failed", None, Some(code.as_str()), Some(message)),
+fn ending_columns(ending: &Ending) -> sql::Ending<'_> {
+    let (status, final_answer, error_code, error_message) = match ending {
+        Ending::Completed { final_answer } => {
+            ("completed", Some(final_answer.as_str()), None, None)
+        }
+        Ending::Failed { code, message } => {
+            ("failed", None, Some(code.as_str()), Some(message.as_str()))
+        }
         Ending::Cancelled => ("cancelled", None, None, None),
+    };
+    sql::Ending {
+        status,
+        final_answer,
+        error_code,
+        error_message,
     }
 }
 
@@ -147,71 +119,30 @@ pub(super) async fn record_decision(
 ) -> StoreResult<DecisionStored> {
     let id = lease.session_id;
     let at = now();
-    let fenced: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM sessions WHERE id = ?1 AND fence = ?2 AND status IN ('pending', 'running')",
-    )
-    .bind(id)
-    .bind(lease.fence)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if fenced.is_none() {
+    if !stmt::fenced(&mut *conn, id, lease.fence).await? {
         return Err(StoreError::LeaseLost(id));
     }
     if let Some(call) = call {
         sessions::record_llm_call(conn, call).await?;
     }
     let actions = serde_json::to_string(&decision.actions).map_err(encode)?;
-    sqlx::query(
-        "INSERT INTO steps (session_id, step_index, thought, llm_content, actions, is_final,
-                            final_answer, invalid_output, started_at, decided_at, finished_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (session_id, step_index) DO NOTHING",
-    )
-    .bind(id)
-    .bind(i64::from(step))
-    .bind(&decision.thought)
-    .bind(decision.llm_content.to_string())
-    .bind(actions)
-    .bind(decision.is_final)
-    .bind(&decision.final_answer)
-    .bind(&decision.invalid_output)
-    .bind(micros(decision.started_at))
-    .bind(at)
-    .bind(decision.actions.is_empty().then_some(at))
-    .execute(&mut *conn)
-    .await?;
-    let (end_status, end_answer, end_code, end_message) = match ending {
-        Some(ending) => {
-            let (s, a, c, m) = ending_columns(ending);
-            (Some(s), a, c, m)
-        }
-        None => (None, None, None, None),
+    let llm_content = decision.llm_content.to_string();
+    let row = stmt::NewStep {
+        session_id: id,
+        step_index: i64::from(step),
+        thought: decision.thought.as_deref(),
+        llm_content: &llm_content,
+        actions: &actions,
+        is_final: decision.is_final,
+        final_answer: decision.final_answer.as_deref(),
+        invalid_output: decision.invalid_output.as_deref(),
+        started_at: micros(decision.started_at),
+        decided_at: at,
+        finished_at: decision.actions.is_empty().then_some(at),
     };
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE sessions SET version = version + 1, updated_at = ?2,
-             event_seq = event_seq + CASE WHEN ?3 IS NULL THEN 1 ELSE 3 END,
-             status = CASE WHEN ?3 IS NULL THEN status
-                           WHEN ?3 = 'completed' AND cancel_requested THEN 'cancelled'
-                           ELSE ?3 END,
-             final_answer = CASE WHEN ?3 IS NULL THEN final_answer
-                                 WHEN ?3 = 'completed' AND cancel_requested THEN NULL
-                                 ELSE ?4 END,
-             error_code = CASE WHEN ?3 IS NULL THEN error_code ELSE ?5 END,
-             error_message = CASE WHEN ?3 IS NULL THEN error_message ELSE ?6 END,
-             lease_owner = CASE WHEN ?3 IS NULL THEN lease_owner END,
-             lease_until = CASE WHEN ?3 IS NULL THEN lease_until END
-         WHERE id = ?1 RETURNING {HEAD}, event_seq"
-    )))
-    .bind(id)
-    .bind(at)
-    .bind(end_status)
-    .bind(end_answer)
-    .bind(end_code)
-    .bind(end_message)
-    .fetch_one(&mut *conn)
-    .await?;
-    let seq: i64 = row.try_get("event_seq")?;
-    let head = head(&row)?;
+    stmt::insert_step(&mut *conn, &row).await?;
+    let changed = stmt::decided(&mut *conn, id, at, ending.map(ending_columns)).await?;
+    let (head, seq) = head(changed)?;
     if ending.is_some() {
         let totals = events.totals.clone().unwrap_or(Value::Null);
         let (status, done) = (status_event(&head), done_event(&head, totals));
@@ -243,19 +174,9 @@ pub(super) async fn mark_call_started(
     step: u32,
     call: usize,
 ) -> StoreResult<bool> {
-    let updated = sqlx::query(
-        "UPDATE steps SET calls_started = ?3 + 1, tool_started_at = coalesce(tool_started_at, ?5)
-         WHERE session_id = ?1 AND step_index = ?2 AND calls_started <= ?3
-           AND EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND fence = ?4)",
-    )
-    .bind(lease.session_id)
-    .bind(i64::from(step))
-    .bind(call as i64)
-    .bind(lease.fence)
-    .bind(now())
-    .execute(&mut *conn)
-    .await?;
-    if updated.rows_affected() == 1 {
+    let (id, step) = (lease.session_id, i64::from(step));
+    let updated = stmt::start_call(&mut *conn, id, step, call as i64, lease.fence, now()).await?;
+    if updated == 1 {
         return Ok(true);
     }
     if !holds(conn, lease).await? {
@@ -275,44 +196,25 @@ pub(super) async fn record_observation(
     advance: bool,
     event: &Value,
 ) -> StoreResult<Head> {
-    let (id, at) = (lease.session_id, now());
-    sqlx::query(
-        "UPDATE steps SET observations = json_insert(observations, '$[#]', json(?4)),
-             finished_at = CASE WHEN json_array_length(observations) + 1
-                                     >= json_array_length(actions) THEN ?6 END
-         WHERE session_id = ?1 AND step_index = ?2 AND json_array_length(observations) = ?3
-           AND EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND fence = ?5)",
+    let (id, at, step) = (lease.session_id, now(), i64::from(step));
+    let observation = observation.to_string();
+    stmt::append_observation(
+        &mut *conn,
+        id,
+        step,
+        call as i64,
+        &observation,
+        lease.fence,
+        at,
     )
-    .bind(id)
-    .bind(i64::from(step))
-    .bind(call as i64)
-    .bind(observation.to_string())
-    .bind(lease.fence)
-    .bind(at)
-    .execute(&mut *conn)
     .await?;
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE sessions SET version = version + 1, updated_at = ?4, event_seq = event_seq + 1,
-             next_step = CASE WHEN ?5 THEN next_step + 1 ELSE next_step END,
-             step_attempts = CASE WHEN ?5 THEN 0 ELSE step_attempts END,
-             lease_owner = CASE WHEN ?5 THEN NULL ELSE lease_owner END,
-             lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END
-         WHERE id = ?1 AND fence = ?2 AND next_step = ?3 AND status IN ('pending', 'running')
-         RETURNING {HEAD}, event_seq"
-    )))
-    .bind(id)
-    .bind(lease.fence)
-    .bind(i64::from(step))
-    .bind(at)
-    .bind(advance)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
+    let Some(changed) = stmt::observed(&mut *conn, id, lease.fence, step, at, advance).await?
+    else {
         return Err(StoreError::LeaseLost(id));
     };
-    let seq: i64 = row.try_get("event_seq")?;
+    let (head, seq) = head(changed)?;
     append_events(conn, id, seq, &[("step", event)], at).await?;
-    head(&row)
+    Ok(head)
 }
 
 /// Moves the session from `step` to the next one and releases the lease.
@@ -321,22 +223,16 @@ pub(super) async fn advance(
     lease: &Lease,
     step: u32,
 ) -> StoreResult<Head> {
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE sessions SET next_step = ?2 + 1, lease_owner = NULL, lease_until = NULL,
-             step_attempts = 0, version = version + 1, updated_at = ?4
-         WHERE id = ?1 AND next_step = ?2 AND fence = ?3 AND status IN ('pending', 'running')
-         RETURNING {HEAD}"
-    )))
-    .bind(lease.session_id)
-    .bind(i64::from(step))
-    .bind(lease.fence)
-    .bind(now())
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref()
-        .map(head)
-        .transpose()?
-        .ok_or(StoreError::LeaseLost(lease.session_id))
+    let changed = stmt::advance(
+        &mut *conn,
+        lease.session_id,
+        i64::from(step),
+        lease.fence,
+        now(),
+    )
+    .await?
+    .ok_or(StoreError::LeaseLost(lease.session_id))?;
+    Ok(head(changed)?.0)
 }
 
 /// The step waits for a human until `expires_at`, without the lease.
@@ -349,34 +245,14 @@ pub(super) async fn await_approval(
     event: &Value,
 ) -> StoreResult<Head> {
     let (id, at) = (lease.session_id, now());
-    let reviewed = sqlx::query(
-        "UPDATE steps SET approval_details = ?3
-         WHERE session_id = ?1 AND step_index = ?2
-           AND EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND fence = ?4
-                       AND status IN ('pending', 'running'))",
-    )
-    .bind(id)
-    .bind(i64::from(step))
-    .bind(reviews.to_string())
-    .bind(lease.fence)
-    .execute(&mut *conn)
-    .await?;
-    if reviewed.rows_affected() == 0 {
+    let reviews = reviews.to_string();
+    let reviewed =
+        stmt::set_reviews(&mut *conn, id, i64::from(step), &reviews, lease.fence).await?;
+    if reviewed == 0 {
         return Err(StoreError::LeaseLost(id));
     }
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE sessions SET status = 'awaiting_approval', approval_expires_at = ?3,
-             lease_owner = NULL, lease_until = NULL, step_attempts = 0,
-             event_seq = event_seq + 2, version = version + 1, updated_at = ?4
-         WHERE id = ?1 AND fence = ?2 RETURNING {HEAD}, event_seq"
-    )))
-    .bind(id)
-    .bind(lease.fence)
-    .bind(micros(expires_at))
-    .bind(at)
-    .fetch_one(&mut *conn)
-    .await?;
-    let seq: i64 = row.try_get("event_seq")?;
+    let changed = stmt::await_approval(&mut *conn, id, lease.fence, micros(expires_at), at).await?;
+    let (head, seq) = head(changed)?;
     let awaiting = json!({"status": "awaiting_approval", "error": null});
     append_events(
         conn,
@@ -386,7 +262,7 @@ pub(super) async fn await_approval(
         at,
     )
     .await?;
-    head(&row)
+    Ok(head)
 }
 
 /// Ends an unfinished session (only at `fence`, when given), with its `status` and `done`
@@ -400,32 +276,11 @@ pub(super) async fn finish(
     totals: Option<&Value>,
 ) -> StoreResult<Option<Head>> {
     let at = now();
-    let (status, answer, code, message) = ending_columns(ending);
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE sessions SET
-             status = CASE WHEN ?2 = 'completed' AND cancel_requested THEN 'cancelled' ELSE ?2 END,
-             final_answer = CASE WHEN ?2 = 'completed' AND cancel_requested THEN NULL ELSE ?3 END,
-             error_code = ?4, error_message = ?5,
-             lease_owner = NULL, lease_until = NULL, approval_expires_at = NULL,
-             event_seq = event_seq + 2, version = version + 1, updated_at = ?7
-         WHERE id = ?1 AND (?6 IS NULL OR fence = ?6)
-           AND status IN ('pending', 'running', 'awaiting_approval')
-         RETURNING {HEAD}, event_seq"
-    )))
-    .bind(id)
-    .bind(status)
-    .bind(answer)
-    .bind(code)
-    .bind(message)
-    .bind(fence)
-    .bind(at)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
+    let Some(changed) = stmt::finish(&mut *conn, id, ending_columns(ending), fence, at).await?
+    else {
         return Ok(None);
     };
-    let seq: i64 = row.try_get("event_seq")?;
-    let head = head(&row)?;
+    let (head, seq) = head(changed)?;
     let totals = match totals {
         Some(totals) => totals.clone(),
         None => rows::totals(conn, id).await?,
@@ -465,28 +320,13 @@ pub(super) async fn renew_lease(
     lease: &Lease,
     ttl: Duration,
 ) -> StoreResult<bool> {
-    let renewed = sqlx::query(
-        "UPDATE sessions SET lease_until = ?3 + ?4
-         WHERE id = ?1 AND fence = ?2 AND lease_owner = ?5",
-    )
-    .bind(lease.session_id)
-    .bind(lease.fence)
-    .bind(now())
-    .bind(ttl_micros(ttl))
-    .bind(&lease.owner)
-    .execute(pool)
-    .await?;
-    Ok(renewed.rows_affected() == 1)
+    let (id, fence, owner) = (lease.session_id, lease.fence, &lease.owner);
+    let renewed = stmt::renew_lease(pool, id, fence, owner, now(), ttl_micros(ttl)).await?;
+    Ok(renewed == 1)
 }
 
 pub(super) async fn release_lease(pool: &SqlitePool, lease: &Lease) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE sessions SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND fence = ?2",
-    )
-    .bind(lease.session_id)
-    .bind(lease.fence)
-    .execute(pool)
-    .await?;
+    stmt::release_lease(pool, lease.session_id, lease.fence).await?;
     Ok(())
 }
 
@@ -496,10 +336,6 @@ pub(super) async fn holds_lease(pool: &SqlitePool, lease: &Lease) -> StoreResult
 }
 
 pub(super) async fn cancel_requested(pool: &SqlitePool, id: Uuid) -> StoreResult<bool> {
-    let flagged: Option<bool> =
-        sqlx::query_scalar("SELECT cancel_requested FROM sessions WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+    let flagged = stmt::cancel_requested(pool, id).await?;
     Ok(flagged.unwrap_or(false))
 }
