@@ -246,18 +246,22 @@ ensure_nextest() {
     die "cargo install cargo-nextest failed"
 }
 
-# sqlx-cli checks the committed .sqlx/ query data (deploy/sqlx-prepare.sh); its version is the
-# sqlx library's, from Cargo.lock, so both agree on that data's format.
+# sqlx-cli checks the committed .sqlx/ query data (deploy/sqlx-prepare.sh) against a scratch
+# Postgres and a scratch SQLite database, so it needs both drivers; its version is the sqlx
+# library's, from Cargo.lock, so both agree on that data's format.
 ensure_sqlx_cli() {
-  local lock want have
-  lock="$(dirname "${BASH_SOURCE[0]}")/../Cargo.lock"
-  want=$(awk '/^name = "sqlx"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$lock")
-  [[ -n $want ]] || die "no sqlx version in $lock"
+  local root want have
+  root="$(dirname "${BASH_SOURCE[0]}")/.."
+  want=$(awk '/^name = "sqlx"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$root/Cargo.lock")
+  [[ -n $want ]] || die "no sqlx version in $root/Cargo.lock"
   have=$(cargo sqlx --version 2>/dev/null | awk '{ print $2 }') || true
-  [[ $have == "$want" ]] && return 0
-  log "installing sqlx-cli $want (cargo install --locked; takes a few minutes)"
-  env -u CARGO_TARGET_DIR cargo install sqlx-cli --version "=$want" --locked --quiet \
-    --no-default-features --features postgres || die "cargo install sqlx-cli failed"
+  # One built without the SQLite driver (as this script once installed it) knows no sqlite: URL.
+  [[ $have == "$want" ]] && cargo sqlx migrate info --source "$root/migrations/sqlite" \
+    --database-url sqlite::memory: >/dev/null 2>&1 && return 0
+  log "installing sqlx-cli $want with the postgres and sqlite drivers (cargo install --locked;" \
+    "takes a few minutes)"
+  env -u CARGO_TARGET_DIR cargo install sqlx-cli --version "=$want" --locked --quiet --force \
+    --no-default-features --features postgres,sqlite || die "cargo install sqlx-cli failed"
 }
 
 # --- Docker ---------------------------------------------------------------------------------
