@@ -18,7 +18,7 @@ mod durable;
 mod error;
 mod hot;
 mod model;
-pub mod pg_safe;
+pub mod storable;
 mod postgres;
 mod reconcile;
 mod redis;

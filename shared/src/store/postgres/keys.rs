@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::super::error::StoreResult;
 use super::super::model::Principal;
-use super::super::pg_safe;
+use super::super::storable;
 
 /// The owner of a key that exists and is not revoked.
 pub(super) async fn principal(pool: &PgPool, key_hash: &str) -> StoreResult<Option<Principal>> {
@@ -25,7 +25,7 @@ pub(super) async fn create(
     key_hash: &str,
     key_prefix: &str,
 ) -> StoreResult<Principal> {
-    let org = pg_safe::text(org);
+    let org = storable::text(org);
     let mut tx = pool.begin().await?;
     let org_id = sqlx::query_scalar!(
         "INSERT INTO orgs (id, name) VALUES ($1, $2)

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use super::super::error::StoreResult;
 use super::super::model::{LlmCallRecord, Spend};
-use super::super::pg_safe;
+use super::super::storable;
 
 /// A ledger row's values as bound to a statement.
 pub(super) struct Bound<'a> {
@@ -27,7 +27,7 @@ pub(super) struct Bound<'a> {
 impl<'a> Bound<'a> {
     pub fn new(call: &'a LlmCallRecord) -> Self {
         Self {
-            model: pg_safe::text(&call.model),
+            model: storable::text(&call.model),
             outcome: if call.ok { "ok" } else { "error" },
             http_status: call.http_status.map(i32::from),
             input_tokens: call.usage.input_tokens as i64,
@@ -37,7 +37,7 @@ impl<'a> Bound<'a> {
             cache_write_1h_tokens: call.usage.cache_write_1h_tokens as i64,
             cost_usd: call.cost_usd,
             duration_ms: call.duration_ms as i64,
-            error: pg_safe::opt_text(call.error.as_deref()),
+            error: storable::opt_text(call.error.as_deref()),
         }
     }
 }

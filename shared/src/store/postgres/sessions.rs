@@ -10,7 +10,7 @@ use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
     ApprovalDecision, ApprovalOutcome, Created, ListQuery, NewSession, SessionState, StepRecord,
 };
-use super::super::pg_safe;
+use super::super::storable;
 use super::encode;
 use super::rows::{HeadRow, SessionRow, SpendRow, state, status};
 use crate::schemas::{
@@ -20,8 +20,8 @@ use crate::schemas::{
 /// Inserts the session, claiming its idempotency key in the same statement. `None` when the key
 /// was already claimed (the session is then not created).
 pub(super) async fn create(pool: &PgPool, new: &NewSession) -> StoreResult<Option<()>> {
-    let request = pg_safe::to_json(&new.run).map_err(encode)?;
-    let model = pg_safe::text(&new.run.model);
+    let request = storable::to_json(&new.run).map_err(encode)?;
+    let model = storable::text(&new.run.model);
     let (key, hash) = match &new.idempotency {
         Some(k) => (Some(k.key.as_str()), Some(k.request_hash.as_str())),
         None => (None, None),
@@ -186,7 +186,7 @@ pub(super) async fn decide_approval(
     decision: &ApprovalDecision,
 ) -> StoreResult<Approved> {
     let id = decision.session_id;
-    let reason = pg_safe::opt_text(decision.reason.as_deref());
+    let reason = storable::opt_text(decision.reason.as_deref());
     let mut tx = pool.begin().await?;
     let row = sqlx::query!(
         r#"SELECT org_id, status, next_step,

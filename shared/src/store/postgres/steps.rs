@@ -14,7 +14,7 @@ use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
     Begin, Decision, Ending, Head, Lease, LlmCallRecord, StepRecord, StepRun,
 };
-use super::super::pg_safe;
+use super::super::storable;
 use super::rows::{self, HeadRow, SessionRow, SpendRow, state, status};
 use super::{encode, ledger};
 use crate::schemas::{SessionStatus, ValidatedRun};
@@ -141,11 +141,11 @@ pub(super) async fn record_decision(
     events: &Announced,
 ) -> StoreResult<DecisionStored> {
     let session_id = lease.session_id;
-    let actions = pg_safe::to_json(&decision.actions).map_err(encode)?;
-    let thought = pg_safe::opt_text(decision.thought.as_deref());
-    let final_answer = pg_safe::opt_text(decision.final_answer.as_deref());
-    let invalid_output = pg_safe::opt_text(decision.invalid_output.as_deref());
-    let llm_content = pg_safe::json(&decision.llm_content);
+    let actions = storable::to_json(&decision.actions).map_err(encode)?;
+    let thought = storable::opt_text(decision.thought.as_deref());
+    let final_answer = storable::opt_text(decision.final_answer.as_deref());
+    let invalid_output = storable::opt_text(decision.invalid_output.as_deref());
+    let llm_content = storable::json(&decision.llm_content);
     let billed = call.map(ledger::Bound::new);
     let billed = billed.as_ref();
     let (end_status, end_answer, end_code, end_message) = ending_columns(ending);
@@ -230,7 +230,7 @@ pub(super) async fn record_decision(
         end_answer.as_deref(),
         end_code,
         end_message.as_deref(),
-        Json(pg_safe::json(&events.step)) as _,
+        Json(storable::json(&events.step)) as _,
         events.totals.as_ref().map(Json) as _,
     )
     .fetch_optional(pool)
@@ -275,7 +275,7 @@ fn ending_columns(
         None => (None, None, None, None),
         Some(Ending::Completed { final_answer }) => (
             Some("completed"),
-            Some(pg_safe::text(final_answer).into_owned()),
+            Some(storable::text(final_answer).into_owned()),
             None,
             None,
         ),
@@ -283,7 +283,7 @@ fn ending_columns(
             Some("failed"),
             None,
             Some(code.as_str()),
-            Some(pg_safe::text(message).into_owned()),
+            Some(storable::text(message).into_owned()),
         ),
         Some(Ending::Cancelled) => (Some("cancelled"), None, None, None),
     }
@@ -320,8 +320,8 @@ pub(super) async fn record_observation(
     advance: bool,
     event: &serde_json::Value,
 ) -> StoreResult<Option<Head>> {
-    let observation = pg_safe::json(observation);
-    let event = pg_safe::json(event);
+    let observation = storable::json(observation);
+    let event = storable::json(event);
     let row = sqlx::query_as!(
         HeadRow,
         r#"WITH observed AS (
@@ -393,8 +393,8 @@ pub(super) async fn await_approval(
     reviews: &serde_json::Value,
     event: &serde_json::Value,
 ) -> StoreResult<Option<Head>> {
-    let reviews = pg_safe::json(reviews);
-    let event = pg_safe::json(event);
+    let reviews = storable::json(reviews);
+    let event = storable::json(event);
     let row = sqlx::query_as!(
         HeadRow,
         r#"WITH reviewed AS (

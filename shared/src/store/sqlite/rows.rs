@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{Head, SessionRecord, SessionState, Spend, StepRecord};
+use super::super::storable;
 use super::super::view;
 use super::time;
 use crate::schemas::{
@@ -197,7 +198,8 @@ pub(super) async fn append_events(
 ) -> StoreResult<()> {
     for (i, (kind, data)) in events.iter().enumerate() {
         let seq = first_seq + i as i64;
-        stmt::append_event(&mut *conn, id, seq, kind, &data.to_string(), at).await?;
+        let data = storable::json(data).to_string();
+        stmt::append_event(&mut *conn, id, seq, kind, &data, at).await?;
     }
     Ok(())
 }

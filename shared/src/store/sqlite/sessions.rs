@@ -13,6 +13,7 @@ use super::super::model::{
     ApprovalDecision, ApprovalOutcome, Created, Ending, ListQuery, LlmCallRecord, NewSession,
     Principal, Spend,
 };
+use super::super::storable;
 use super::rows::{self, append_events, head, status};
 use super::{encode, now, steps, time};
 use crate::schemas::{EventKind, SessionEvent, SessionStatus, SessionSummary, StepApproval};
@@ -32,7 +33,7 @@ pub(super) async fn create_api_key(
     key_prefix: &str,
 ) -> StoreResult<Principal> {
     let at = now();
-    let org_id = stmt::upsert_org(&mut *conn, Uuid::now_v7(), org, at).await?;
+    let org_id = stmt::upsert_org(&mut *conn, Uuid::now_v7(), &storable::text(org), at).await?;
     let key_id = Uuid::now_v7();
     stmt::insert_key(&mut *conn, key_id, org_id, key_hash, key_prefix, at).await?;
     Ok(Principal { org_id, key_id })
@@ -50,12 +51,13 @@ pub(super) async fn create(conn: &mut SqliteConnection, new: &NewSession) -> Sto
             Created::KeyReused
         });
     }
-    let request = serde_json::to_string(&new.run).map_err(encode)?;
+    let request = storable::to_json(&new.run).map_err(encode)?.to_string();
+    let model = storable::text(&new.run.model);
     let created_at = super::micros(new.created_at);
     let row = stmt::NewSession {
         id: new.id,
         org_id: new.org_id,
-        model: &new.run.model,
+        model: &model,
         request: &request,
         max_steps: i64::from(new.run.max_steps),
         deadline_at: super::micros(new.deadline_at),
@@ -138,6 +140,7 @@ pub(super) async fn decide_approval(
             None => Ok(Approved::Outcome(ApprovalOutcome::Expired)),
         };
     }
+    let reason = storable::opt_text(decision.reason.as_deref()).map(|r| r.into_owned());
     let decided_at = stmt::decide_step(
         &mut *conn,
         id,
@@ -147,14 +150,14 @@ pub(super) async fn decide_approval(
         } else {
             "rejected"
         },
-        decision.reason.as_deref(),
+        reason.as_deref(),
         decision.by.key_id,
         at,
     )
     .await?;
     let approval = StepApproval {
         approved: decision.approved,
-        reason: decision.reason.clone(),
+        reason,
         decided_by: Some(decision.by.key_id),
         decided_at: time(decided_at.unwrap_or(at)),
     };
@@ -185,10 +188,14 @@ pub(super) async fn record_llm_call(
     call: &LlmCallRecord,
 ) -> StoreResult<Spend> {
     let cost = call.cost_usd.map(|c: Decimal| c.to_string());
+    let (model, error) = (
+        storable::text(&call.model),
+        storable::opt_text(call.error.as_deref()),
+    );
     let row = stmt::LlmCall {
         session_id: call.session_id,
         step_index: i64::from(call.step_index),
-        model: &call.model,
+        model: &model,
         outcome: if call.ok { "ok" } else { "error" },
         http_status: call.http_status.map(i64::from),
         input_tokens: call.usage.input_tokens as i64,
@@ -198,7 +205,7 @@ pub(super) async fn record_llm_call(
         cache_write_1h_tokens: call.usage.cache_write_1h_tokens as i64,
         cost_usd: cost.as_deref(),
         duration_ms: call.duration_ms as i64,
-        error: call.error.as_deref(),
+        error: error.as_deref(),
         created_at: now(),
     };
     stmt::insert_llm_call(&mut *conn, &row).await?;

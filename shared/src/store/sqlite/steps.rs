@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::super::durable::{Announced, DecisionStored};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{Begin, Decision, Ending, Head, Lease, LlmCallRecord, Spend, StepRun};
+use super::super::storable;
 use super::rows::{self, append_events, done_event, head, status, status_event};
 use super::{encode, micros, now, sessions};
 use crate::schemas::SessionStatus;
@@ -86,6 +87,20 @@ async fn holds(conn: &mut SqliteConnection, lease: &Lease) -> StoreResult<bool> 
     Ok(fence == Some(lease.fence))
 }
 
+/// The ending with its texts made storable (as the Postgres store writes them).
+fn storable_ending(ending: &Ending) -> Ending {
+    match ending {
+        Ending::Completed { final_answer } => Ending::Completed {
+            final_answer: storable::text(final_answer).into_owned(),
+        },
+        Ending::Failed { code, message } => Ending::Failed {
+            code: *code,
+            message: storable::text(message).into_owned(),
+        },
+        Ending::Cancelled => Ending::Cancelled,
+    }
+}
+
 /// The status, answer and error columns an ending sets.
 fn ending_columns(ending: &Ending) -> sql::Ending<'_> {
     let (status, final_answer, error_code, error_message) = match ending {
@@ -125,23 +140,29 @@ pub(super) async fn record_decision(
     if let Some(call) = call {
         sessions::record_llm_call(conn, call).await?;
     }
-    let actions = serde_json::to_string(&decision.actions).map_err(encode)?;
-    let llm_content = decision.llm_content.to_string();
+    let actions = storable::to_json(&decision.actions)
+        .map_err(encode)?
+        .to_string();
+    let llm_content = storable::json(&decision.llm_content).to_string();
+    let thought = storable::opt_text(decision.thought.as_deref());
+    let final_answer = storable::opt_text(decision.final_answer.as_deref());
+    let invalid_output = storable::opt_text(decision.invalid_output.as_deref());
     let row = stmt::NewStep {
         session_id: id,
         step_index: i64::from(step),
-        thought: decision.thought.as_deref(),
+        thought: thought.as_deref(),
         llm_content: &llm_content,
         actions: &actions,
         is_final: decision.is_final,
-        final_answer: decision.final_answer.as_deref(),
-        invalid_output: decision.invalid_output.as_deref(),
+        final_answer: final_answer.as_deref(),
+        invalid_output: invalid_output.as_deref(),
         started_at: micros(decision.started_at),
         decided_at: at,
         finished_at: decision.actions.is_empty().then_some(at),
     };
     stmt::insert_step(&mut *conn, &row).await?;
-    let changed = stmt::decided(&mut *conn, id, at, ending.map(ending_columns)).await?;
+    let ending = ending.map(storable_ending);
+    let changed = stmt::decided(&mut *conn, id, at, ending.as_ref().map(ending_columns)).await?;
     let (head, seq) = head(changed)?;
     if ending.is_some() {
         let totals = events.totals.clone().unwrap_or(Value::Null);
@@ -197,7 +218,7 @@ pub(super) async fn record_observation(
     event: &Value,
 ) -> StoreResult<Head> {
     let (id, at, step) = (lease.session_id, now(), i64::from(step));
-    let observation = observation.to_string();
+    let observation = storable::json(observation).to_string();
     stmt::append_observation(
         &mut *conn,
         id,
@@ -245,7 +266,7 @@ pub(super) async fn await_approval(
     event: &Value,
 ) -> StoreResult<Head> {
     let (id, at) = (lease.session_id, now());
-    let reviews = reviews.to_string();
+    let reviews = storable::json(reviews).to_string();
     let reviewed =
         stmt::set_reviews(&mut *conn, id, i64::from(step), &reviews, lease.fence).await?;
     if reviewed == 0 {
@@ -276,7 +297,8 @@ pub(super) async fn finish(
     totals: Option<&Value>,
 ) -> StoreResult<Option<Head>> {
     let at = now();
-    let Some(changed) = stmt::finish(&mut *conn, id, ending_columns(ending), fence, at).await?
+    let ending = storable_ending(ending);
+    let Some(changed) = stmt::finish(&mut *conn, id, ending_columns(&ending), fence, at).await?
     else {
         return Ok(None);
     };

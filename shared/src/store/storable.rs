@@ -3,7 +3,8 @@
 //! one would make every write of its step fail, and the step fail forever. Every string the
 //! store writes goes through here and has each NUL replaced by U+FFFD (the replacement
 //! character), so content can never wedge a session. Nothing else in Rust's UTF-8 strings is
-//! refused by a UTF-8 database.
+//! refused by a UTF-8 database. SQLite would keep a NUL; the embedded store scrubs the same way,
+//! so a session reads the same on either back end.
 
 use std::borrow::Cow;
 
