@@ -10,7 +10,8 @@
 //! - `agentq_tool_calls_total{tool, outcome}`, `agentq_tool_call_duration_seconds{tool}`;
 //! - `agentq_queue_jobs{state}` (waiting, running, dead; read from the queue at each scrape);
 //! - `agentq_reconciler_repairs_total`;
-//! - `agentq_store_round_trips_total{store, operation}` (the store's own counters).
+//! - `agentq_store_round_trips_total{store, operation}` (the store's own counters; `store` is
+//!   `postgres` or `sqlite` for the durable store, `redis` for the hot copy).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -68,7 +69,7 @@ pub async fn render(handle: &PrometheusHandle, store: &Store, queue: &StepQueue)
         }
     }
     for (operation, count) in store.counters().by_operation() {
-        for (which, n) in [("postgres", count.durable), ("redis", count.hot)] {
+        for (which, n) in [(store.durable_kind(), count.durable), ("redis", count.hot)] {
             if n > 0 {
                 metrics::counter!("agentq_store_round_trips_total", "store" => which,
                     "operation" => operation)

@@ -5,15 +5,21 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 
-/// What `/readyz` says.
+/// What `/readyz` says: the overall status, and `ok` or `unavailable` for each dependency the
+/// deployment has (Postgres and Redis; or, on the embedded store of `agentq dev`, SQLite alone).
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// `ready` or `unavailable`.
     pub status: String,
-    /// `ok` or `unavailable`.
-    pub postgres: String,
-    /// `ok` or `unavailable`.
-    pub redis: String,
+    /// `ok` or `unavailable`; present when the durable store is Postgres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    /// `ok` or `unavailable`; present when the hot copy or the queue is on Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// `ok` or `unavailable`; present on the embedded store (the store's and the queue's files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlite: Option<String>,
 }
 
 /// Liveness.
@@ -29,29 +35,46 @@ pub async fn healthz() -> Json<Value> {
 
 /// Readiness.
 ///
-/// 200 when Postgres and Redis both answer, else 503 naming the one that doesn't (its error
-/// text stays in the log).
+/// 200 when every dependency answers (Postgres and Redis, or SQLite for `agentq dev`), else 503
+/// naming the one that doesn't (its error text stays in the log).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Postgres or Redis does not answer", body = Readiness),
+        (status = 200, description = "Ready", body = Readiness,
+            example = json!({"status": "ready", "postgres": "ok", "redis": "ok"})),
+        (status = 503, description = "A dependency does not answer", body = Readiness,
+            example = json!({"status": "unavailable", "postgres": "ok", "redis": "unavailable"})),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (store, queue) = tokio::join!(state.store.readiness(), state.queue.ping());
-    let redis = store.hot.and(queue);
-    let word = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unavailable" };
-    for (what, result) in [("Postgres", &store.durable), ("Redis", &redis)] {
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "readiness: {what} does not answer");
+    // The queue answers for the dependency it lives on (Redis, or the SQLite files).
+    let mut parts = store.parts;
+    match parts
+        .iter_mut()
+        .find(|(kind, _)| *kind == state.queue.kind())
+    {
+        Some((_, answer)) => *answer = answer.clone().and(queue),
+        None => parts.push((state.queue.kind(), queue)),
+    }
+    let mut body = Readiness {
+        status: "ready".into(),
+        postgres: None,
+        redis: None,
+        sqlite: None,
+    };
+    for (kind, answer) in &parts {
+        if let Err(e) = answer {
+            tracing::warn!(error = %e, "readiness: {kind} does not answer");
+            body.status = "unavailable".into();
+        }
+        let word = Some(if answer.is_ok() { "ok" } else { "unavailable" }.to_owned());
+        match *kind {
+            "postgres" => body.postgres = word,
+            "redis" => body.redis = word,
+            "sqlite" => body.sqlite = word,
+            _ => {}
         }
     }
-    let ready = store.durable.is_ok() && redis.is_ok();
-    let body = Readiness {
-        status: if ready { "ready" } else { "unavailable" }.into(),
-        postgres: word(&store.durable).into(),
-        redis: word(&redis).into(),
-    };
-    let status = if ready {
+    let status = if body.status == "ready" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

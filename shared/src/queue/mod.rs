@@ -332,6 +332,14 @@ impl StepQueue {
         }
     }
 
+    /// What the queue's storage is (`redis`, `sqlite`), as readiness names it.
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            QueueBackend::Redis(_) => "redis",
+            QueueBackend::Sqlite(_) => "sqlite",
+        }
+    }
+
     /// Answers when the queue's storage does.
     pub async fn ping(&self) -> Result<(), String> {
         match &self.backend {

@@ -64,6 +64,8 @@ pub trait Leadership: Send {
 
 #[async_trait]
 pub trait Durable: Send + Sync {
+    /// What the store runs on (`postgres`, `sqlite`), as readiness and metrics name it.
+    fn kind(&self) -> &'static str;
     /// Applies pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Answers when the store is reachable (readiness).

@@ -18,13 +18,13 @@ mod durable;
 mod error;
 mod hot;
 mod model;
-pub mod storable;
 mod postgres;
 mod reconcile;
 mod redis;
 mod sessions;
 mod sqlite;
 mod steps;
+pub mod storable;
 pub mod view;
 
 use std::sync::Arc;
@@ -58,11 +58,11 @@ pub struct Store {
     counters: Arc<Counters>,
 }
 
-/// Whether each part of the store answers (for `/readyz`).
+/// Whether each part of the store answers (for `/readyz`), by what it runs on: the durable
+/// store (`postgres` or `sqlite`), and `redis` when there is a hot copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
-    pub durable: Result<(), String>,
-    pub hot: Result<(), String>,
+    pub parts: Vec<(&'static str, Result<(), String>)>,
 }
 
 impl Store {
@@ -159,10 +159,16 @@ impl Store {
     /// Whether the durable store and the hot copy answer.
     pub async fn readiness(&self) -> Readiness {
         let (durable, hot) = tokio::join!(self.durable.ping(), self.hot.ping());
-        Readiness {
-            durable: durable.map_err(|e| e.to_string()),
-            hot,
+        let mut parts = vec![(self.durable.kind(), durable.map_err(|e| e.to_string()))];
+        if self.hot.enabled() {
+            parts.push(("redis", hot));
         }
+        Readiness { parts }
+    }
+
+    /// What the durable store runs on (`postgres`, `sqlite`).
+    pub fn durable_kind(&self) -> &'static str {
+        self.durable.kind()
     }
 
     /// Counts a session that a transition ended.

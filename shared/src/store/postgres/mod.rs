@@ -97,6 +97,10 @@ impl Leadership for PgLeadership {
 
 #[async_trait]
 impl Durable for PgDurable {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR
             .run(&self.pool)

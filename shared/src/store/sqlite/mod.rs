@@ -158,6 +158,10 @@ impl Leadership for SqliteLeadership {
 
 #[async_trait]
 impl Durable for SqliteDurable {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         SQLITE_MIGRATOR
             .run(&self.writer)
