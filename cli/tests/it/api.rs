@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::TestEnv;
+use crate::harness::{Backend, TestEnv};
 
 fn error(status: u16, body: &Value) -> (u16, String) {
     (
@@ -17,9 +17,8 @@ fn error(status: u16, body: &Value) -> (u16, String) {
     )
 }
 
-#[tokio::test]
-async fn keys_are_required_and_sessions_are_private_to_their_org() {
-    let mut env = TestEnv::new().await;
+async fn keys_are_required_and_sessions_are_private_to_their_org(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.start_api().await;
     let alice = env.key("alice-corp").await;
     let bob = env.key("bob-corp").await;
@@ -115,9 +114,8 @@ async fn keys_are_required_and_sessions_are_private_to_their_org() {
     );
 }
 
-#[tokio::test]
-async fn invalid_requests_are_refused_naming_the_field() {
-    let mut env = TestEnv::new().await;
+async fn invalid_requests_are_refused_naming_the_field(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.start_api().await;
     let key = env.key("acme").await;
     let user = json!([{"role": "user", "content": "hi"}]);
@@ -225,16 +223,14 @@ async fn invalid_requests_are_refused_naming_the_field() {
     assert_eq!(error(status, &body), (405, "method_not_allowed".into()));
 
     // Nothing invalid was stored.
-    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
-        .fetch_one(&env.pg)
-        .await
-        .unwrap();
-    assert_eq!(sessions, 0);
+    let (status, listed) = env
+        .request(Method::GET, "/v1/agents", Some(&key), None)
+        .await;
+    assert_eq!((status, listed["sessions"].clone()), (200, json!([])));
 }
 
-#[tokio::test]
-async fn run_answers_202_with_a_poll_url() {
-    let mut env = TestEnv::new().await;
+async fn run_answers_202_with_a_poll_url(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.start_api().await;
     let key = env.key("acme").await;
     let (status, body) = env
@@ -255,22 +251,57 @@ async fn run_answers_202_with_a_poll_url() {
     assert_eq!(session.model, "claude-haiku-4-5");
 }
 
-#[tokio::test]
-async fn migrations_apply_down_and_up_again() {
-    let env = TestEnv::new().await;
-    let migrator = &agentq_shared::store::MIGRATOR;
-    migrator
-        .undo(&env.pg, 0)
-        .await
-        .expect("every migration reverts");
-    let tables: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM information_schema.tables
-         WHERE table_schema = 'public' AND table_name IN ('orgs', 'api_keys', 'sessions', 'steps', 'llm_calls')",
-    )
-    .fetch_one(&env.pg)
-    .await
-    .unwrap();
-    assert_eq!(tables, 0);
-    migrator.run(&env.pg).await.expect("migrations apply again");
+async fn migrations_apply_down_and_up_again(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let count = "SELECT count(*) FROM {catalog}
+         WHERE {kind} AND {name} IN ('orgs', 'api_keys', 'sessions', 'steps', 'llm_calls')";
+    match backend {
+        Backend::Postgres => {
+            let migrator = &agentq_shared::store::MIGRATOR;
+            let tables = || {
+                let query = count
+                    .replace("{catalog}", "information_schema.tables")
+                    .replace("{kind}", "table_schema = 'public'")
+                    .replace("{name}", "table_name");
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query)).fetch_one(env.pg())
+            };
+            assert_eq!(tables().await.unwrap(), 5);
+            migrator
+                .undo(env.pg(), 0)
+                .await
+                .expect("every migration reverts");
+            assert_eq!(tables().await.unwrap(), 0);
+            migrator
+                .run(env.pg())
+                .await
+                .expect("migrations apply again");
+        }
+        Backend::Sqlite => {
+            let migrator = &agentq_shared::store::SQLITE_MIGRATOR;
+            let pool = sqlx::SqlitePool::connect(env.database_url()).await.unwrap();
+            let tables = || {
+                let query = count
+                    .replace("{catalog}", "sqlite_master")
+                    .replace("{kind}", "type = 'table'")
+                    .replace("{name}", "name");
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query)).fetch_one(&pool)
+            };
+            assert_eq!(tables().await.unwrap(), 5);
+            migrator
+                .undo(&pool, 0)
+                .await
+                .expect("every migration reverts");
+            assert_eq!(tables().await.unwrap(), 0);
+            migrator.run(&pool).await.expect("migrations apply again");
+            pool.close().await;
+        }
+    }
     assert!(env.key("after-roundtrip").await.starts_with("aq_"));
 }
+
+on_both_backends!(
+    keys_are_required_and_sessions_are_private_to_their_org,
+    invalid_requests_are_refused_naming_the_field,
+    run_answers_202_with_a_poll_url,
+    migrations_apply_down_and_up_again,
+);

@@ -4,7 +4,6 @@
 //! the same observable results: a session run to its answer with its event log, idempotent
 //! create, cancel, an approval, and a worker whose lease ran out changing nothing.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use agentq_cli::stand_in::Turn;
@@ -15,14 +14,8 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{TestEnv, fetch_session};
+use crate::harness::{Backend, TestEnv, fetch_session};
 use crate::observe::read_events;
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Postgres,
-    Sqlite,
-}
 
 /// A running API (in this process) and a worker context on `backend`, with a key of org acme.
 struct Stack {
@@ -32,7 +25,6 @@ struct Stack {
     key: String,
     ctx: std::sync::Arc<agentq_worker::Context>,
     http: reqwest::Client,
-    dir: Option<PathBuf>,
 }
 
 impl Stack {
@@ -42,23 +34,10 @@ impl Stack {
 
     /// With `vars` set for the API and the worker.
     async fn with(backend: Backend, vars: &[(&str, &str)]) -> Self {
-        let mut env = TestEnv::new().await;
+        let mut env = TestEnv::on(backend).await;
         for (var, value) in vars {
             env.set(var, value);
         }
-        let dir = match backend {
-            Backend::Postgres => None,
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("agentq-sqlite-{}", Uuid::new_v4()));
-                std::fs::create_dir_all(&dir).unwrap();
-                env.set(
-                    "DATABASE_URL",
-                    &format!("sqlite://{}", dir.join("agentq.db").display()),
-                );
-                env.set("AGENTQ_HOT_COPY", "none");
-                Some(dir)
-            }
-        };
         let (api, url) = env.api_in_process().await;
         let (_, key) = api.store.create_api_key("acme").await.unwrap();
         let ctx = env.worker_context().await;
@@ -69,7 +48,6 @@ impl Stack {
             key,
             ctx,
             http: reqwest::Client::new(),
-            dir,
         }
     }
 
@@ -138,14 +116,6 @@ impl Stack {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }
 
@@ -518,23 +488,6 @@ async fn the_reconciler_expires_fails_overdue_and_repairs(backend: Backend) {
         );
     }
     assert!(store.fail_overdue().await.unwrap().is_empty(), "only once");
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(super::Backend::Postgres).await;
-            })*
-        }
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(super::Backend::Sqlite).await;
-            })*
-        }
-    };
 }
 
 on_both_backends!(

@@ -188,7 +188,7 @@ async fn sessions_survive_killed_workers_and_lost_redis() {
         let unfinished: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sessions WHERE status NOT IN ('completed', 'failed', 'cancelled')",
         )
-        .fetch_one(&env.pg)
+        .fetch_one(env.pg())
         .await
         .unwrap();
         if ids.len() == SESSIONS && flushed && restarted && unfinished == 0 {
@@ -204,7 +204,7 @@ async fn sessions_survive_killed_workers_and_lost_redis() {
     for &id in &ids {
         let status: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1")
             .bind(id)
-            .fetch_one(&env.pg)
+            .fetch_one(env.pg())
             .await
             .unwrap();
         assert_eq!(status, "completed", "session {id}");
@@ -217,7 +217,7 @@ async fn sessions_survive_killed_workers_and_lost_redis() {
         let (count, max): (i64, i32) =
             sqlx::query_as("SELECT count(*), max(step_index) FROM steps WHERE session_id = $1")
                 .bind(id)
-                .fetch_one(&env.pg)
+                .fetch_one(env.pg())
                 .await
                 .unwrap();
         assert_eq!((count, max), (5, 4), "session {i}: steps 0..=4, each once");
@@ -232,7 +232,7 @@ async fn sessions_survive_killed_workers_and_lost_redis() {
             )
             .bind(id)
             .bind(step as i32)
-            .fetch_one(&env.pg)
+            .fetch_one(env.pg())
             .await
             .unwrap();
             if observation["success"] == json!(true) {
@@ -254,7 +254,7 @@ async fn sessions_survive_killed_workers_and_lost_redis() {
              FROM llm_calls WHERE session_id = $1",
         )
         .bind(id)
-        .fetch_one(&env.pg)
+        .fetch_one(env.pg())
         .await
         .unwrap();
         assert_eq!(

@@ -5,11 +5,10 @@ use std::process::Stdio;
 use pretty_assertions::assert_eq;
 use serde_json::Value;
 
-use crate::harness::TestEnv;
+use crate::harness::{Backend, TestEnv};
 
-#[tokio::test]
-async fn create_key_then_run_and_follow_a_session() {
-    let mut env = TestEnv::new().await;
+async fn create_key_then_run_and_follow_a_session(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.start_api().await;
     env.start_worker();
 
@@ -167,3 +166,5 @@ async fn the_api_and_steps_benchmarks_run_and_write_their_figures() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+on_both_backends!(create_key_then_run_and_follow_a_session);

@@ -11,19 +11,10 @@ use pretty_assertions::assert_eq;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::TestEnv;
+use crate::harness::{Backend, TestEnv};
 
-async fn count(env: &TestEnv, sql: &'static str, id: uuid::Uuid) -> i64 {
-    sqlx::query_scalar(sql)
-        .bind(id)
-        .fetch_one(&env.pg)
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn a_job_delivered_twice_at_once_makes_one_step() {
-    let mut env = TestEnv::new().await;
+async fn a_job_delivered_twice_at_once_makes_one_step(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.start_api().await;
     let key = env.key("acme").await;
     env.llm.script(
@@ -52,15 +43,7 @@ async fn a_job_delivered_twice_at_once_makes_one_step() {
         2,
         "one LLM call per step"
     );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM llm_calls WHERE session_id = $1",
-            id
-        )
-        .await,
-        2
-    );
+    assert_eq!(env.rows("llm_calls", id).await, 2);
     // A late third delivery of a finished step changes nothing.
     agentq_worker::step::run_step(&ctx, StepJob::new(id, 0, None))
         .await
@@ -92,7 +75,7 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
     // The stale holder pauses past its lease; a successor takes over.
     sqlx::query("UPDATE sessions SET lease_until = now() - interval '1 second' WHERE id = $1")
         .bind(id)
-        .execute(&env.pg)
+        .execute(env.pg())
         .await
         .unwrap();
     let mut successor = leased(ctx.store.begin_step(id, 0, "successor", ttl).await.unwrap())
@@ -118,19 +101,15 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
         ctx.store.advance(&mut stale).await,
         Err(StoreError::LeaseLost(_))
     ));
-    assert_eq!(
-        count(&env, "SELECT count(*) FROM steps WHERE session_id = $1", id).await,
-        0
-    );
+    assert_eq!(env.rows("steps", id).await, 0);
     ctx.store
         .record_decision(&mut successor, None, &decision, None)
         .await
         .unwrap();
 }
 
-#[tokio::test]
-async fn cancel_during_a_long_tool_call_stops_it_within_two_seconds() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn cancel_during_a_long_tool_call_stops_it_within_two_seconds(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script(
         "marker-long",
         vec![
@@ -167,9 +146,8 @@ async fn cancel_during_a_long_tool_call_stops_it_within_two_seconds() {
     );
 }
 
-#[tokio::test]
-async fn approve_and_reject_resume_the_session_through_the_api() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn approve_and_reject_resume_the_session_through_the_api(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     let other = env.key("other-org").await;
     for (marker, approved) in [("marker-approve", true), ("marker-reject", false)] {
         env.llm.script(
@@ -264,12 +242,14 @@ async fn approve_and_reject_resume_the_session_through_the_api() {
     }
 }
 
-#[tokio::test]
-async fn an_unanswered_approval_expires() {
-    let (env, key) = TestEnv::running(&[
-        ("AGENTQ_APPROVAL_TTL_SECS", "1"),
-        ("AGENTQ_RECONCILE_EVERY_MS", "200"),
-    ])
+async fn an_unanswered_approval_expires(backend: Backend) {
+    let (env, key) = TestEnv::running_on(
+        backend,
+        &[
+            ("AGENTQ_APPROVAL_TTL_SECS", "1"),
+            ("AGENTQ_RECONCILE_EVERY_MS", "200"),
+        ],
+    )
     .await;
     env.llm.script(
         "marker-expire",
@@ -301,9 +281,8 @@ async fn an_unanswered_approval_expires() {
     assert_eq!(status, 409);
 }
 
-#[tokio::test]
-async fn an_idempotency_key_returns_the_same_session() {
-    let mut env = TestEnv::new().await;
+async fn an_idempotency_key_returns_the_same_session(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.start_api().await;
     let key = env.key("acme").await;
     let url = format!("{}/v1/agents/run", env.api_url);
@@ -341,16 +320,15 @@ async fn an_idempotency_key_returns_the_same_session() {
         .await
         .unwrap();
     assert_ne!(other["session_id"], first["session_id"]);
-    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
-        .fetch_one(&env.pg)
-        .await
-        .unwrap();
-    assert_eq!(sessions, 2);
+    let (status, listed) = env
+        .request(Method::GET, "/v1/agents", Some(&key), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["sessions"].as_array().map(Vec::len), Some(2));
 }
 
-#[tokio::test]
-async fn a_session_past_its_deadline_fails() {
-    let (env, key) = TestEnv::running(&[("AGENTQ_SESSION_DEADLINE_SECS", "1")]).await;
+async fn a_session_past_its_deadline_fails(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[("AGENTQ_SESSION_DEADLINE_SECS", "1")]).await;
     env.llm.script(
         "marker-deadline",
         vec![
@@ -364,9 +342,8 @@ async fn a_session_past_its_deadline_fails() {
     assert_eq!(env.llm.calls_for("marker-deadline").len(), 1);
 }
 
-#[tokio::test]
-async fn sessions_survive_a_redis_that_lost_everything() {
-    let mut env = TestEnv::new().await;
+async fn sessions_survive_a_queue_that_lost_everything(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.set("AGENTQ_STALL_AFTER_MS", "1000");
     env.set("AGENTQ_RECONCILE_EVERY_MS", "200");
     env.start_api().await;
@@ -379,28 +356,17 @@ async fn sessions_survive_a_redis_that_lost_everything() {
         ],
     );
     let id = env.run(&key, "marker-flush: go", json!({})).await;
-    // The queued job vanishes (as in a FLUSHALL or a restart without persistence).
-    let mut redis = env.redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", env.redis_prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!(!keys.is_empty());
-    let _: () = redis::cmd("DEL")
-        .arg(keys)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    // The queued job vanishes (as in a FLUSHALL, a Redis restart without persistence, or a
+    // lost queue file).
+    env.lose_the_queue().await;
     env.start_worker();
     let session = env.wait_status(&key, id, SessionStatus::Completed).await;
     assert_eq!(session.final_answer.as_deref(), Some("survived"));
     assert_eq!(session.steps.len(), 2);
 }
 
-#[tokio::test]
-async fn sigterm_lets_the_running_step_finish() {
-    let mut env = TestEnv::new().await;
+async fn sigterm_lets_the_running_step_finish(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.set("AGENTQ_SHUTDOWN_GRACE_SECS", "10");
     env.start_api().await;
     let worker = env.start_worker();
@@ -430,9 +396,8 @@ async fn sigterm_lets_the_running_step_finish() {
     assert_eq!(env.llm.calls_for("marker-term").len(), 2);
 }
 
-#[tokio::test]
-async fn an_llm_call_past_its_timeout_fails_the_session() {
-    let (env, key) = TestEnv::running(&[("AGENTQ_LLM_TIMEOUT_SECS", "1")]).await;
+async fn an_llm_call_past_its_timeout_fails_the_session(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[("AGENTQ_LLM_TIMEOUT_SECS", "1")]).await;
     env.llm.script(
         "marker-llm-slow",
         vec![Turn::answer("too late").delay(Duration::from_secs(3))],
@@ -447,3 +412,15 @@ async fn an_llm_call_past_its_timeout_fails_the_session() {
         "the timed-out call is in the ledger"
     );
 }
+
+on_both_backends!(
+    a_job_delivered_twice_at_once_makes_one_step,
+    cancel_during_a_long_tool_call_stops_it_within_two_seconds,
+    approve_and_reject_resume_the_session_through_the_api,
+    an_unanswered_approval_expires,
+    an_idempotency_key_returns_the_same_session,
+    a_session_past_its_deadline_fails,
+    sessions_survive_a_queue_that_lost_everything,
+    sigterm_lets_the_running_step_finish,
+    an_llm_call_past_its_timeout_fails_the_session,
+);

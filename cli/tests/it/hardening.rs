@@ -12,7 +12,7 @@ use pretty_assertions::assert_eq;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::TestEnv;
+use crate::harness::{Backend, TestEnv};
 
 /// A page on loopback that counts how often it was fetched.
 struct CountingPage {
@@ -45,9 +45,9 @@ impl CountingPage {
     }
 }
 
-#[tokio::test]
-async fn the_approver_sees_every_call_of_the_turn_and_none_runs_before() {
-    let (env, key) = TestEnv::running(&[("AGENTQ_WEB_FETCH_ALLOW", "127.0.0.1/32")]).await;
+async fn the_approver_sees_every_call_of_the_turn_and_none_runs_before(backend: Backend) {
+    let (env, key) =
+        TestEnv::running_on(backend, &[("AGENTQ_WEB_FETCH_ALLOW", "127.0.0.1/32")]).await;
     let page = CountingPage::serve("text/plain", "harmless page").await;
     env.llm.script(
         "marker-two-calls",
@@ -158,9 +158,8 @@ async fn the_approver_sees_every_call_of_the_turn_and_none_runs_before() {
     assert_eq!(observations[1]["result"], json!({"text": "the real ask"}));
 }
 
-#[tokio::test]
-async fn cancel_ends_a_session_awaiting_approval_at_once() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn cancel_ends_a_session_awaiting_approval_at_once(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script(
         "marker-cancel-waiting",
         vec![
@@ -206,9 +205,8 @@ async fn cancel_ends_a_session_awaiting_approval_at_once() {
 
 /// Postgres refuses U+0000. A NUL in a fetched page, a program's output or the model's text is
 /// stored as U+FFFD and the session goes on; each tool ran once.
-#[tokio::test]
-async fn a_nul_character_in_any_content_is_stored_safely() {
-    let mut env = TestEnv::new().await;
+async fn a_nul_character_in_any_content_is_stored_safely(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.set("AGENTQ_WEB_FETCH_ALLOW", "127.0.0.1/32");
     env.set("AGENTQ_SANDBOX_PYTHON_IMAGE", "agentq-sandbox-python:3.11");
     env.start_api().await;
@@ -303,31 +301,17 @@ async fn a_nul_character_in_any_content_is_stored_safely() {
     assert_eq!(fields, vec!["messages[0].content", "model"]);
 }
 
-/// A step whose write the database refuses every time (here a trigger stands for any such
+/// A step whose write the durable store refuses every time (here a trigger stands for any such
 /// fault) ends its session `failed` with `step_retries_exhausted` after
 /// AGENTQ_STEP_MAX_ATTEMPTS deliveries, running its tool at most that many times.
-#[tokio::test]
-async fn a_step_that_fails_on_every_delivery_ends_its_session() {
-    let mut env = TestEnv::new().await;
+async fn a_step_that_fails_on_every_delivery_ends_its_session(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.set("AGENTQ_WEB_FETCH_ALLOW", "127.0.0.1/32");
     env.set("AGENTQ_STEP_MAX_ATTEMPTS", "3");
     env.start_api().await;
     env.start_worker();
     let key = env.key("acme").await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.observations::text LIKE '%POISON%' THEN
-             RAISE EXCEPTION 'this database refuses the observation';
-           END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_poison BEFORE UPDATE ON steps
-           FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-    )
-    .execute(&env.pg)
-    .await
-    .unwrap();
+    env.refuse_step_updates_containing("POISON").await;
     let page = CountingPage::serve("text/plain", "POISON").await;
     env.llm.script(
         "marker-poison",
@@ -347,3 +331,10 @@ async fn a_step_that_fails_on_every_delivery_ends_its_session() {
     assert!((1..=3).contains(&hits), "the page was fetched {hits} times");
     assert_eq!(env.llm.calls_for("marker-poison").len(), 1);
 }
+
+on_both_backends!(
+    the_approver_sees_every_call_of_the_turn_and_none_runs_before,
+    cancel_ends_a_session_awaiting_approval_at_once,
+    a_nul_character_in_any_content_is_stored_safely,
+    a_step_that_fails_on_every_delivery_ends_its_session,
+);

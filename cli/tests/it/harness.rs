@@ -1,5 +1,6 @@
-//! Per-test environment: a fresh database and Redis prefix, the fake LLM in-process, and the real
-//! binaries as child processes (killed when the test ends).
+//! Per-test environment: a fresh database and Redis prefix (or, on the embedded back end, a fresh
+//! SQLite data directory and no Redis at all), the fake LLM in-process, and the real binaries as
+//! child processes (killed when the test ends).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -55,13 +56,87 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// The durable store and queue a test runs on: Postgres with Redis (separate processes, the
+/// production topology), or the embedded store `agentq dev` uses (SQLite files in a directory of
+/// the test's own, the queue on apalis-sqlite, no hot copy and no Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Runs each named scenario (`async fn name(backend: Backend)`) once per back end, as the tests
+/// `postgres::name` and `sqlite::name` of the calling module.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario($crate::harness::Backend::Postgres).await;
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario($crate::harness::Backend::Sqlite).await;
+            })*
+        }
+    };
+}
+
+/// Where nothing listens (the embedded back end must never reach for Redis).
+pub const NO_REDIS: &str = "redis://127.0.0.1:1";
+
+/// A new, empty database on the Postgres at `DATABASE_URL`: its name and URL.
+async fn fresh_postgres_database() -> (String, String) {
+    let admin_url = admin_database_url();
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+        panic!(
+            "Postgres is not reachable at {admin_url} ({e}). Start it with \
+             deploy/ensure-services.sh, or set DATABASE_URL to a server where user can CREATE DATABASE"
+        )
+    });
+    let database = format!("agentq_test_{}", Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database: {e}"));
+    admin.close().await;
+    let mut database_url = url::Url::parse(&admin_url).expect("DATABASE_URL is a URL");
+    database_url.set_path(&database);
+    (database, database_url.to_string())
+}
+
+/// Fails with how to start Redis when it does not answer at `REDIS_URL`.
+async fn check_redis() {
+    let redis = redis::Client::open(redis_url()).expect("REDIS_URL is a Redis URL");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Redis is not reachable at {} ({e}). Start it with deploy/ensure-services.sh",
+                redis_url()
+            )
+        });
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("Redis answers PING");
+}
+
 pub struct TestEnv {
     pub llm: FakeLlm,
-    database: String,
+    pub backend: Backend,
+    /// The Postgres database of the test (dropped at the end), on the Postgres back end.
+    database: Option<String>,
+    /// The SQLite data directory of the test (removed at the end), on the embedded back end.
+    data_dir: Option<PathBuf>,
+    database_url: String,
     pub redis_prefix: String,
     pub api_url: String,
     pub http: reqwest::Client,
-    pub pg: sqlx::PgPool,
+    pg: Option<sqlx::PgPool>,
     /// The store on the test's database (no hot copy), for keys.
     pub store: agentq_shared::store::Store,
     env: Vec<(String, String)>,
@@ -69,45 +144,32 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A fresh database and Redis prefix and a running fake LLM; no agentq process yet.
+    /// A fresh Postgres database and Redis prefix and a running fake LLM; no agentq process yet.
     pub async fn new() -> Self {
-        let admin_url = admin_database_url();
-        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
-            panic!(
-                "Postgres is not reachable at {admin_url} ({e}). Start it with \
-                 deploy/ensure-services.sh, or set DATABASE_URL to a server where user can CREATE DATABASE"
-            )
-        });
-        let database = format!("agentq_test_{}", Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-            .execute(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create test database: {e}"));
-        admin.close().await;
-        let mut database_url = url::Url::parse(&admin_url).expect("DATABASE_URL is a URL");
-        database_url.set_path(&database);
-        let database_url = database_url.to_string();
+        Self::on(Backend::Postgres).await
+    }
 
-        let redis = redis::Client::open(redis_url()).expect("REDIS_URL is a Redis URL");
-        let mut conn = redis
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "Redis is not reachable at {} ({e}). Start it with deploy/ensure-services.sh",
-                    redis_url()
-                )
-            });
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .expect("Redis answers PING");
-
+    /// A fresh store on `backend` and a running fake LLM; no agentq process yet.
+    pub async fn on(backend: Backend) -> Self {
         let llm = FakeLlm::new();
         let llm_addr = llm.spawn().await.expect("fake LLM starts");
         let redis_prefix = format!("agentq-test-{}", Uuid::new_v4().simple());
+        let (database, data_dir, database_url, pg) = match backend {
+            Backend::Postgres => {
+                let (database, url) = fresh_postgres_database().await;
+                check_redis().await;
+                let pg = sqlx::PgPool::connect(&url).await.expect("test database");
+                (Some(database), None, url, Some(pg))
+            }
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(&redis_prefix);
+                std::fs::create_dir_all(&dir).expect("a data directory");
+                let url = format!("sqlite://{}", dir.join("agentq.db").display());
+                (None, Some(dir), url, None)
+            }
+        };
         let api_url = format!("http://127.0.0.1:{}", free_port());
-        let env = vec![
+        let mut env: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), database_url.clone()),
             ("REDIS_URL".into(), redis_url()),
             ("AGENTQ_REDIS_PREFIX".into(), redis_prefix.clone()),
@@ -125,17 +187,22 @@ impl TestEnv {
             ("AGENTQ_MAX_BODY_BYTES".into(), "16384".into()),
             ("RUST_LOG".into(), "info".into()),
         ];
-        // The test's own view of the database, to check what the processes wrote.
-        let pg = sqlx::PgPool::connect(&database_url)
-            .await
-            .expect("test database");
+        if backend == Backend::Sqlite {
+            env.retain(|(k, _)| k != "REDIS_URL");
+            env.push(("REDIS_URL".into(), NO_REDIS.into()));
+            env.push(("AGENTQ_HOT_COPY".into(), "none".into()));
+        }
+        // The test's own view of the store, to create keys and check what the processes wrote.
         let store = agentq_shared::store::Store::connect_durable(&database_url)
             .await
             .expect("test database");
         store.migrate().await.expect("migrations apply");
         Self {
             llm,
+            backend,
             database,
+            data_dir,
+            database_url,
             redis_prefix,
             api_url,
             http: reqwest::Client::new(),
@@ -146,10 +213,135 @@ impl TestEnv {
         }
     }
 
+    /// The durable store's `DATABASE_URL` (a Postgres or `sqlite://` URL).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// How many rows of `table` (steps, llm_calls, session_events, ...) belong to the session,
+    /// read straight from the durable store on either back end.
+    pub async fn rows(&self, table: &str, session: Uuid) -> i64 {
+        match self.backend {
+            Backend::Postgres => {
+                let query = format!("SELECT count(*) FROM {table} WHERE session_id = $1");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+                    .bind(session)
+                    .fetch_one(self.pg())
+                    .await
+                    .unwrap_or_else(|e| panic!("counting {table}: {e}"))
+            }
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.database_url)
+                    .await
+                    .expect("the SQLite store opens");
+                let query = format!("SELECT count(*) FROM {table} WHERE session_id = ?1");
+                let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+                    .bind(session)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("counting {table}: {e}"));
+                pool.close().await;
+                rows
+            }
+        }
+    }
+
+    /// Empties the step queue behind the processes' backs: every Redis key of the test (as a
+    /// FLUSHALL would), or every job in the embedded queue's file. Panics when there was nothing
+    /// to lose.
+    pub async fn lose_the_queue(&self) {
+        match self.backend {
+            Backend::Postgres => {
+                let mut redis = self.redis().await;
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}*", self.redis_prefix))
+                    .query_async(&mut redis)
+                    .await
+                    .expect("KEYS");
+                assert!(!keys.is_empty(), "nothing queued in Redis");
+                let _: () = redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async(&mut redis)
+                    .await
+                    .expect("DEL");
+            }
+            Backend::Sqlite => {
+                let dir = self.data_dir.as_ref().expect("a data directory");
+                let url = format!("sqlite://{}", dir.join("queue.db").display());
+                let queue = sqlx::SqlitePool::connect(&url)
+                    .await
+                    .expect("the queue's file");
+                let lost = sqlx::query("DELETE FROM Jobs")
+                    .execute(&queue)
+                    .await
+                    .expect("DELETE FROM Jobs")
+                    .rows_affected();
+                assert!(lost > 0, "nothing queued in {url}");
+                queue.close().await;
+            }
+        }
+    }
+
+    /// Makes the durable store refuse, from now on, every update of a step whose observations
+    /// contain `marker` (a trigger standing for any fault of the database).
+    pub async fn refuse_step_updates_containing(&self, marker: &str) {
+        assert!(
+            marker.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{marker}"
+        );
+        match self.backend {
+            Backend::Postgres => {
+                let sql = format!(
+                    "CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN
+                       IF NEW.observations::text LIKE '%{marker}%' THEN
+                         RAISE EXCEPTION 'this database refuses the observation';
+                       END IF;
+                       RETURN NEW;
+                     END $$;
+                     CREATE TRIGGER refuse_marked BEFORE UPDATE ON steps
+                       FOR EACH ROW EXECUTE FUNCTION refuse_marked();"
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(self.pg())
+                    .await
+                    .expect("the trigger is created");
+            }
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.database_url)
+                    .await
+                    .expect("the SQLite store opens");
+                let sql = format!(
+                    "CREATE TRIGGER refuse_marked BEFORE UPDATE ON steps
+                     WHEN NEW.observations LIKE '%{marker}%'
+                     BEGIN SELECT RAISE(ABORT, 'this database refuses the observation'); END;"
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .expect("the trigger is created");
+                pool.close().await;
+            }
+        }
+    }
+
+    /// The test's Postgres database, for tests that read or change it directly (they run on the
+    /// Postgres back end only).
+    pub fn pg(&self) -> &sqlx::PgPool {
+        self.pg
+            .as_ref()
+            .expect("this test reads Postgres directly: run it on the Postgres back end")
+    }
+
     /// A fresh environment with `vars` set, the API and one worker running, and a key of org
     /// "acme".
     pub async fn running(vars: &[(&str, &str)]) -> (Self, String) {
-        let mut env = Self::new().await;
+        Self::running_on(Backend::Postgres, vars).await
+    }
+
+    /// [`TestEnv::running`] on `backend`.
+    pub async fn running_on(backend: Backend, vars: &[(&str, &str)]) -> (Self, String) {
+        let mut env = Self::on(backend).await;
         for (var, value) in vars {
             env.set(var, value);
         }
@@ -414,8 +606,13 @@ impl Drop for TestEnv {
             let _ = child.start_kill();
         }
         // Best effort: drop the database and the Redis keys of this test.
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let Some(database) = self.database.clone() else {
+            return;
+        };
         let admin_url = admin_database_url();
-        let database = self.database.clone();
         let prefix = self.redis_prefix.clone();
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()

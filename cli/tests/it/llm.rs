@@ -10,16 +10,15 @@ use pretty_assertions::assert_eq;
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::harness::TestEnv;
+use crate::harness::{Backend, TestEnv};
 
 const RETRIES: [(&str, &str); 2] = [
     ("AGENTQ_LLM_ATTEMPTS", "5"),
     ("AGENTQ_LLM_RETRY_MIN_DELAY_MS", "50"),
 ];
 
-#[tokio::test]
-async fn overloads_and_rate_limits_are_retried_and_billed() {
-    let (env, key) = TestEnv::running(&RETRIES).await;
+async fn overloads_and_rate_limits_are_retried_and_billed(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &RETRIES).await;
     env.llm.script_calls(
         "marker-retry",
         vec![
@@ -49,9 +48,8 @@ async fn overloads_and_rate_limits_are_retried_and_billed() {
     );
 }
 
-#[tokio::test]
-async fn a_bad_request_fails_at_once_with_the_providers_message() {
-    let (env, key) = TestEnv::running(&RETRIES).await;
+async fn a_bad_request_fails_at_once_with_the_providers_message(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &RETRIES).await;
     env.llm.script(
         "marker-401",
         vec![Turn::error(
@@ -71,9 +69,8 @@ async fn a_bad_request_fails_at_once_with_the_providers_message() {
     assert_eq!(env.llm.calls_for("marker-401").len(), 1, "not retried");
 }
 
-#[tokio::test]
-async fn json_mode_repairs_one_malformed_answer() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn json_mode_repairs_one_malformed_answer(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     let call = r#"{"thought": "use echo", "action": {"tool": "echo", "args": {"text": "hi"}}, "is_final": false}"#;
     let done =
         r#"{"thought": "done", "action": null, "is_final": true, "final_answer": "echo said hi"}"#;
@@ -132,9 +129,8 @@ async fn json_mode_repairs_one_malformed_answer() {
     );
 }
 
-#[tokio::test]
-async fn json_mode_fails_after_two_malformed_answers() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn json_mode_fails_after_two_malformed_answers(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script_calls(
         "marker-badjson",
         vec![
@@ -154,9 +150,8 @@ async fn json_mode_fails_after_two_malformed_answers() {
     assert_eq!(env.llm.calls_for("marker-badjson").len(), 2);
 }
 
-#[tokio::test]
-async fn parallel_tool_calls_run_in_order_and_answer_in_one_turn() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn parallel_tool_calls_run_in_order_and_answer_in_one_turn(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script(
         "marker-parallel",
         vec![
@@ -210,9 +205,8 @@ async fn parallel_tool_calls_run_in_order_and_answer_in_one_turn() {
     assert_eq!(reply[1]["is_error"], json!(true));
 }
 
-#[tokio::test]
-async fn cost_is_exact_to_the_pricing_table() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn cost_is_exact_to_the_pricing_table(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     let usage = Usage {
         input_tokens: 10_000,
         output_tokens: 2_000,
@@ -268,9 +262,8 @@ async fn cost_is_exact_to_the_pricing_table() {
     );
 }
 
-#[tokio::test]
-async fn budgets_stop_a_looping_agent() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn budgets_stop_a_looping_agent(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     let usage = Usage {
         input_tokens: 900,
         output_tokens: 100,
@@ -300,9 +293,8 @@ async fn budgets_stop_a_looping_agent() {
     }
 }
 
-#[tokio::test]
-async fn truncated_and_refused_answers() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn truncated_and_refused_answers(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script_calls(
         "marker-cut",
         vec![
@@ -337,9 +329,8 @@ async fn truncated_and_refused_answers() {
     );
 }
 
-#[tokio::test]
-async fn the_prompt_prefix_is_cached() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn the_prompt_prefix_is_cached(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script("marker-cache", vec![Turn::answer("ok")]);
     let id = env
         .run(
@@ -450,3 +441,15 @@ async fn an_openai_compatible_server_can_drive_the_agent() {
         json!({"role": "tool", "tool_call_id": "call_1", "content": "{\"text\":\"from llama\"}"})
     );
 }
+
+on_both_backends!(
+    overloads_and_rate_limits_are_retried_and_billed,
+    a_bad_request_fails_at_once_with_the_providers_message,
+    json_mode_repairs_one_malformed_answer,
+    json_mode_fails_after_two_malformed_answers,
+    parallel_tool_calls_run_in_order_and_answer_in_one_turn,
+    cost_is_exact_to_the_pricing_table,
+    budgets_stop_a_looping_agent,
+    truncated_and_refused_answers,
+    the_prompt_prefix_is_cached,
+);

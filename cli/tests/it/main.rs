@@ -1,8 +1,14 @@
 //! End-to-end tests: the real `agentq-api`, `agentq-worker` and `agentq` binaries against real
-//! Postgres and Redis, with the project's fake Messages API server standing in for Claude.
-//! One test binary for the whole suite keeps link times down.
+//! Postgres and Redis, with the project's fake Messages API server standing in for Claude. The
+//! tests of the API's behaviour run on both back ends (`on_both_backends!`, once as
+//! `postgres::name`, once as `sqlite::name` on the embedded store `agentq dev` uses); those that
+//! reach into Postgres or Redis themselves run on Postgres only. One test binary for the whole
+//! suite keeps link times down.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod harness;
 
 mod api;
 mod backends;
@@ -14,7 +20,6 @@ mod code;
 mod dev;
 mod durability;
 mod hardening;
-mod harness;
 mod llm;
 mod observe;
 mod openapi;

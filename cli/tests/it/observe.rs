@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::TestEnv;
+use crate::harness::{Backend, TestEnv};
 
 /// One Server-Sent Event as received.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,9 +72,8 @@ pub(crate) async fn read_events(
     }
 }
 
-#[tokio::test]
-async fn a_client_that_reconnects_elsewhere_gets_every_event_once_in_order() {
-    let (mut env, key) = TestEnv::running(&[]).await;
+async fn a_client_that_reconnects_elsewhere_gets_every_event_once_in_order(backend: Backend) {
+    let (mut env, key) = TestEnv::running_on(backend, &[]).await;
     let (_, other_api) = env.start_another_api(&[]).await;
     env.llm.script(
         "marker-events",
@@ -161,9 +160,8 @@ async fn a_client_that_reconnects_elsewhere_gets_every_event_once_in_order() {
     assert_eq!(response.status(), 422);
 }
 
-#[tokio::test]
-async fn long_poll_answers_when_a_step_lands_and_times_out_unchanged() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn long_poll_answers_when_a_step_lands_and_times_out_unchanged(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script(
         "marker-wait",
         vec![
@@ -242,9 +240,8 @@ async fn long_poll_answers_when_a_step_lands_and_times_out_unchanged() {
     }
 }
 
-#[tokio::test]
-async fn the_listing_visits_each_session_once_while_new_ones_arrive() {
-    let mut env = TestEnv::new().await;
+async fn the_listing_visits_each_session_once_while_new_ones_arrive(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.start_api().await;
     let key = env.key("acme").await;
     let other = env.key("other-org").await;
@@ -402,6 +399,17 @@ async fn readyz_says_which_dependency_does_not_answer() {
     assert_eq!(health.status(), 200);
 }
 
+#[tokio::test]
+async fn readyz_on_the_embedded_store_names_sqlite_alone() {
+    let mut env = TestEnv::on(Backend::Sqlite).await;
+    env.start_api().await;
+    let (status, body) = env.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"status": "ready", "sqlite": "ok"}))
+    );
+}
+
 /// The value of the series `name{labels}` in Prometheus text (labels as written, in any order).
 fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -418,9 +426,8 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-#[tokio::test]
-async fn metrics_move_as_a_session_runs() {
-    let mut env = TestEnv::new().await;
+async fn metrics_move_as_a_session_runs(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -527,7 +534,11 @@ async fn metrics_move_as_a_session_runs() {
         worker("agentq_sessions_ended_total", &[("status", "completed")]),
         1.0
     );
-    assert!(worker("agentq_store_round_trips_total", &[("store", "postgres")]) >= 5.0);
+    let durable = match backend {
+        Backend::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+    };
+    assert!(worker("agentq_store_round_trips_total", &[("store", durable)]) >= 5.0);
     for state in ["waiting", "running", "dead"] {
         assert!(
             worker_after.contains(&format!("agentq_queue_jobs{{state=\"{state}\"}}")),
@@ -568,9 +579,8 @@ fn traces_in_logs(env: &TestEnv, session: Uuid) -> Vec<(String, Option<u64>, Str
     found
 }
 
-#[tokio::test]
-async fn one_session_is_one_trace_across_the_api_and_the_workers() {
-    let mut env = TestEnv::new().await;
+async fn one_session_is_one_trace_across_the_api_and_the_workers(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.set("AGENTQ_LOG_FORMAT", "json");
     env.set("RUST_LOG", "info,agentq_worker::step=debug");
     env.start_api().await;
@@ -604,3 +614,11 @@ async fn one_session_is_one_trace_across_the_api_and_the_workers() {
     assert_eq!(trace.len(), 32, "{trace}");
     assert!(trace.chars().all(|c| c.is_ascii_hexdigit()) && trace != "0".repeat(32));
 }
+
+on_both_backends!(
+    a_client_that_reconnects_elsewhere_gets_every_event_once_in_order,
+    long_poll_answers_when_a_step_lands_and_times_out_unchanged,
+    the_listing_visits_each_session_once_while_new_ones_arrive,
+    metrics_move_as_a_session_runs,
+    one_session_is_one_trace_across_the_api_and_the_workers,
+);

@@ -1,4 +1,5 @@
-//! Sessions end to end through API, Redis queue, worker, Postgres and the fake LLM.
+//! Sessions end to end through the API, the queue, a worker, the durable store and the fake LLM,
+//! on both back ends (Postgres with Redis, and the embedded SQLite store).
 
 use std::time::Duration;
 
@@ -8,11 +9,10 @@ use agentq_shared::schemas::{SessionStatus, ToolCall, Totals};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 
-use crate::harness::TestEnv;
+use crate::harness::{Backend, TestEnv};
 
-#[tokio::test]
-async fn a_session_with_a_tool_call_completes_with_exact_totals() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn a_session_with_a_tool_call_completes_with_exact_totals(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script(
         "marker-tool",
         vec![
@@ -113,23 +113,13 @@ async fn a_session_with_a_tool_call_completes_with_exact_totals() {
     );
     assert_eq!(session.steps[0].usage.input_tokens, 1200);
 
-    // Postgres holds every step and every call once.
-    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM steps WHERE session_id = $1")
-        .bind(id)
-        .fetch_one(&env.pg)
-        .await
-        .unwrap();
-    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM llm_calls WHERE session_id = $1")
-        .bind(id)
-        .fetch_one(&env.pg)
-        .await
-        .unwrap();
+    // The durable store holds every step and every call once.
+    let (steps, ledger) = (env.rows("steps", id).await, env.rows("llm_calls", id).await);
     assert_eq!((steps, ledger), (2, 2));
 }
 
-#[tokio::test]
-async fn cancel_between_steps_stops_the_session_before_the_next_llm_call() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn cancel_between_steps_stops_the_session_before_the_next_llm_call(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script(
         "marker-cancel",
         vec![
@@ -175,9 +165,8 @@ async fn cancel_between_steps_stops_the_session_before_the_next_llm_call() {
     );
 }
 
-#[tokio::test]
-async fn a_worker_started_after_the_session_still_runs_it() {
-    let mut env = TestEnv::new().await;
+async fn a_worker_started_after_the_session_still_runs_it(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.start_api().await;
     let key = env.key("acme").await;
     env.llm
@@ -192,9 +181,8 @@ async fn a_worker_started_after_the_session_still_runs_it() {
     assert_eq!(session.final_answer.as_deref(), Some("done late"));
 }
 
-#[tokio::test]
-async fn max_steps_ends_a_looping_agent() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn max_steps_ends_a_looping_agent(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     let looping = vec![Turn::tool("echo", json!({"text": "again"})); 5];
     env.llm.script("marker-loop", looping);
     let id = env
@@ -207,9 +195,8 @@ async fn max_steps_ends_a_looping_agent() {
     assert_eq!(env.llm.calls_for("marker-loop").len(), 2);
 }
 
-#[tokio::test]
-async fn an_llm_error_fails_the_session_with_the_providers_message() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn an_llm_error_fails_the_session_with_the_providers_message(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script(
         "marker-400",
         vec![Turn::error(
@@ -233,9 +220,8 @@ async fn an_llm_error_fails_the_session_with_the_providers_message() {
     );
 }
 
-#[tokio::test]
-async fn an_invalid_tool_call_becomes_an_error_observation() {
-    let (env, key) = TestEnv::running(&[]).await;
+async fn an_invalid_tool_call_becomes_an_error_observation(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[]).await;
     env.llm.script(
         "marker-badargs",
         vec![
@@ -253,6 +239,15 @@ async fn an_invalid_tool_call_becomes_an_error_observation() {
     let reply = &env.llm.calls_for("marker-badargs")[1].request["messages"][2]["content"][0];
     assert_eq!(reply["is_error"], json!(true));
 }
+
+on_both_backends!(
+    a_session_with_a_tool_call_completes_with_exact_totals,
+    cancel_between_steps_stops_the_session_before_the_next_llm_call,
+    a_worker_started_after_the_session_still_runs_it,
+    max_steps_ends_a_looping_agent,
+    an_llm_error_fails_the_session_with_the_providers_message,
+    an_invalid_tool_call_becomes_an_error_observation,
+);
 
 #[tokio::test]
 async fn polls_read_redis_and_fall_back_to_postgres() {
