@@ -8,12 +8,15 @@
 # Idempotent: when everything is already there it prints nothing and takes well under a second.
 # Every action it takes prints one line starting with "ensure-services:".
 #
-# Usage: deploy/ensure-services.sh [--no-rust-tools] [--no-services] [--docker]
+# Usage: deploy/ensure-services.sh [--no-rust-tools] [--no-services] [--docker] [--browser]
 #   --no-rust-tools  skip cargo-nextest, sqlx-cli, rustfmt, clippy and schemathesis (cargo
 #                    itself is still required)
 #   --no-services    skip Redis and PostgreSQL (for when they run elsewhere)
 #   --docker         also a Docker engine (started with dockerd when none answers) and the
 #                    code_run sandbox images (deploy/sandbox/build-images.sh when missing)
+#   --browser        also what the session viewer's browser test needs: Debian's chromium,
+#                    Node.js and npm, and cli/tests/ui's npm packages (playwright-core, as
+#                    pinned in its package-lock.json)
 #
 # Written for Debian 12. Run as root to let it use apt-get; as another user it says what to
 # install instead.
@@ -27,11 +30,13 @@ readonly PG_HOST=127.0.0.1 PG_PORT=${ENSURE_PG_PORT:-5432}
 want_rust_tools=1
 want_services=1
 want_docker=0
+want_browser=0
 for arg in "$@"; do
   case "$arg" in
     --no-rust-tools) want_rust_tools=0 ;;
     --no-services) want_services=0 ;;
     --docker) want_docker=1 ;;
+    --browser) want_browser=1 ;;
     -h | --help)
       sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
       exit 0
@@ -324,6 +329,22 @@ ensure_schemathesis() {
     die "pip install schemathesis failed"
 }
 
+# The session viewer's browser test (cli/tests/it/ui.rs): Debian's Chromium, driven by
+# playwright-core from npm (never a browser download).
+ensure_browser() {
+  command -v chromium >/dev/null || apt_install chromium
+  command -v node >/dev/null || apt_install nodejs
+  command -v npm >/dev/null || apt_install npm
+  local ui want have
+  ui="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/cli/tests/ui"
+  want=$(node -p "require('$ui/package.json').dependencies['playwright-core']")
+  have=$(node -p "require('$ui/node_modules/playwright-core/package.json').version" 2>/dev/null) || true
+  if [[ $have != "$want" ]]; then
+    log "installing the browser test's npm packages (npm ci in cli/tests/ui)"
+    (cd "$ui" && npm ci --no-audit --no-fund --loglevel=error) >/dev/null || die "npm ci in $ui failed"
+  fi
+}
+
 # --- main -----------------------------------------------------------------------------------
 
 ensure_c_toolchain
@@ -342,4 +363,5 @@ if ((want_rust_tools)); then
 fi
 ensure_bwrap
 ((want_docker)) && ensure_docker
+((want_browser)) && ensure_browser
 exit 0

@@ -2,8 +2,8 @@
 # Runs the whole test suite — the README's "run the whole test suite" command, and what CI runs
 # (.ci/run). Stops at the first stage that fails and prints how long each stage took.
 #
-# Stages: services and tools (deploy/ensure-services.sh --docker: also a Docker engine and the
-# code_run sandbox images), rustfmt check, the committed .sqlx/ query data against the queries
+# Stages: services and tools (deploy/ensure-services.sh --docker --browser: also a Docker engine
+# and the code_run sandbox images, and Chromium with playwright-core for the viewer's test), rustfmt check, the committed .sqlx/ query data against the queries
 # and migrations (deploy/sqlx-prepare.sh --check), clippy with warnings denied, a build of the binaries
 # (the end-to-end tests spawn them), then cargo nextest over the whole workspace (profile `ci`
 # from .config/nextest.toml when CI is set; CI also sets AGENTQ_REQUIRE_DOCKER=1, so code_run's
@@ -66,7 +66,7 @@ if [[ -n ${CI:-} && ${CI} != false && ${CI} != 0 ]]; then
   export CARGO_TERM_COLOR=never
 fi
 
-stage services bash deploy/ensure-services.sh --docker
+stage services bash deploy/ensure-services.sh --docker --browser
 stage fmt cargo fmt --all -- "${fmt_args[@]}"
 stage sqlx bash deploy/sqlx-prepare.sh --check
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
