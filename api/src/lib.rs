@@ -70,6 +70,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(routes::health::metrics))
         .route("/openapi.json", get(openapi::spec))
         .route("/docs", get(openapi::docs))
+        .route("/ui", get(routes::ui::page))
+        .route("/ui/", get(routes::ui::slash))
+        .route("/ui/app.js", get(routes::ui::script))
+        .route("/ui/app.css", get(routes::ui::style))
         .route_layer(axum::middleware::from_fn(measure))
         .fallback(|| async {
             ApiError::client(StatusCode::NOT_FOUND, "not_found", "no such route")

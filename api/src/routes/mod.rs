@@ -2,3 +2,4 @@ pub mod agents;
 pub mod events;
 pub mod health;
 pub mod tools;
+pub mod ui;

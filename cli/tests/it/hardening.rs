@@ -15,13 +15,13 @@ use serde_json::json;
 use crate::harness::{Backend, TestEnv};
 
 /// A page on loopback that counts how often it was fetched.
-struct CountingPage {
-    url: String,
+pub(crate) struct CountingPage {
+    pub(crate) url: String,
     hits: Arc<AtomicUsize>,
 }
 
 impl CountingPage {
-    async fn serve(content_type: &'static str, body: &'static str) -> Self {
+    pub(crate) async fn serve(content_type: &'static str, body: &'static str) -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let app = axum::Router::new().route(
@@ -40,7 +40,7 @@ impl CountingPage {
         }
     }
 
-    fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 }

@@ -436,8 +436,9 @@ impl TestEnv {
         child.wait().await.expect("child exits")
     }
 
-    pub async fn start_api(&mut self) {
-        self.spawn("agentq-api");
+    /// Starts the API on `api_url` and waits until it answers; the index is for `kill`.
+    pub async fn start_api(&mut self) -> usize {
+        let index = self.spawn("agentq-api");
         let deadline = Instant::now() + WAIT;
         loop {
             let health = self
@@ -446,7 +447,7 @@ impl TestEnv {
                 .send()
                 .await;
             if health.is_ok_and(|response| response.status().is_success()) {
-                return;
+                return index;
             }
             assert!(
                 Instant::now() < deadline,

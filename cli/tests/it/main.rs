@@ -25,4 +25,5 @@ mod observe;
 mod openapi;
 mod sessions;
 mod sql;
+mod ui;
 mod web;

@@ -11,13 +11,13 @@ use uuid::Uuid;
 use crate::harness::{TestEnv, admin_database_url};
 
 /// A target database with a small `items` table and a read-only role, dropped at the end.
-struct Target {
+pub(crate) struct Target {
     database: String,
     role: String,
 }
 
 impl Target {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let id = Uuid::new_v4().simple().to_string();
         let target = Self {
             database: format!("agentq_sqltarget_{id}"),
@@ -50,7 +50,7 @@ impl Target {
         url.to_string()
     }
 
-    fn reader_url(&self) -> String {
+    pub(crate) fn reader_url(&self) -> String {
         self.url(&self.role)
     }
 }
