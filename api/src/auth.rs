@@ -1,5 +1,5 @@
 //! `Authorization: Bearer <key>`: the key belongs to an org, and every handler sees only that
-//! org's sessions.
+//! org's sessions. Each request then counts against the org's rate limit (`limits.rs`).
 
 use agentq_shared::store::Principal;
 use axum::extract::FromRequestParts;
@@ -30,9 +30,15 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| {
                 ApiError::unauthorized("Authorization header must be `Bearer <api key>`")
             })?;
-        match state.store.authenticate(key).await? {
-            Some(principal) => Ok(Auth(principal)),
-            None => Err(ApiError::unauthorized("invalid or revoked API key")),
-        }
+        let principal = state
+            .store
+            .authenticate(key)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+        state
+            .limits
+            .check(&principal)
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        Ok(Auth(principal))
     }
 }

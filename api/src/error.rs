@@ -18,6 +18,10 @@ pub enum ApiError {
     },
     /// 422 with one entry per invalid field.
     Validation(Vec<FieldError>),
+    /// 429: the org is over its rate limit; `Retry-After` says when to come back.
+    RateLimited {
+        retry_after: std::time::Duration,
+    },
     Internal(anyhow::Error),
 }
 
@@ -76,6 +80,19 @@ impl IntoResponse for ApiError {
                     json!({"error": {"code": "invalid_request", "message": message, "fields": errors}}),
                 )
             }
+            Self::RateLimited { retry_after } => {
+                // Whole seconds, rounded up: a client that waits that long gets through.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let seconds = seconds.max(1);
+                let body = json!({"error": {"code": "rate_limited", "message":
+                    format!("this org is over its API rate limit; retry in {seconds} s")}});
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(seconds),
+                );
+                return response;
+            }
             Self::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (
@@ -101,7 +118,8 @@ pub struct ErrorDetail {
     /// Stable and machine-readable: `unauthorized`, `not_found`, `invalid_request`,
     /// `malformed_json`, `unsupported_media_type`, `payload_too_large`,
     /// `invalid_idempotency_key`, `idempotency_key_reused`, `session_finished`,
-    /// `not_awaiting_approval`, `approval_expired`, `method_not_allowed`, `internal`.
+    /// `not_awaiting_approval`, `approval_expired`, `method_not_allowed`, `rate_limited`,
+    /// `internal`.
     pub code: String,
     pub message: String,
     /// With `invalid_request`: one entry per invalid field.

@@ -4,6 +4,7 @@
 pub mod admin;
 mod auth;
 pub mod error;
+mod limits;
 pub mod openapi;
 pub mod routes;
 
@@ -29,6 +30,7 @@ pub struct AppState {
     pub tools: Arc<Vec<ToolDefinition>>,
     pub config: Arc<ApiConfig>,
     pub metrics: agentq_shared::metrics::PrometheusHandle,
+    pub limits: Arc<limits::RateLimits>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
         };
         let queue = StepQueue::for_store(&config.store, &settings).await?;
         Ok(Self {
+            limits: Arc::new(limits::RateLimits::new(config.rate_limit)),
             tools: Arc::new(builtin_definitions(&config.tools)),
             config: Arc::new(config),
             store,

@@ -165,6 +165,23 @@ pub enum Admin {
         #[arg(long)]
         org: String,
     },
+    /// Give an org its own API rate limit, or with --default put it back on the deployment's
+    /// (AGENTQ_RATE_LIMIT_PER_SEC, AGENTQ_RATE_LIMIT_BURST). API processes apply it when they
+    /// next verify the org's keys, within AGENTQ_AUTH_CACHE_SECS.
+    RateLimit {
+        #[arg(long)]
+        org: String,
+        /// Requests per second.
+        #[arg(long, required_unless_present = "default", conflicts_with = "default",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        per_sec: Option<u32>,
+        /// Requests allowed at once above that pace [the same as --per-sec].
+        #[arg(long, conflicts_with = "default", value_parser = clap::value_parser!(u32).range(1..))]
+        burst: Option<u32>,
+        /// Use the deployment's default again.
+        #[arg(long)]
+        default: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

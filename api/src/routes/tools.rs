@@ -17,6 +17,9 @@ pub struct ToolList {
     responses(
         (status = 200, description = "The tools", body = ToolList),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the org is over its API rate limit",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Json<ToolList>, ApiError> {

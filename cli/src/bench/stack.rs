@@ -84,6 +84,12 @@ fn with_tuning<const N: usize>(own: [(&str, String); N]) -> Vec<(String, String)
         .collect()
 }
 
+/// The API's per-org rate limit for benchmarks: off (they load one org far past any sane
+/// limit), unless `AGENTQ_RATE_LIMIT_PER_SEC` is set to measure with one.
+fn rate_limit() -> String {
+    std::env::var("AGENTQ_RATE_LIMIT_PER_SEC").unwrap_or_else(|_| "0".into())
+}
+
 impl Stack {
     /// The database, the prefix and the stand-in model; no process yet.
     pub async fn new(label: &str) -> anyhow::Result<Self> {
@@ -117,6 +123,7 @@ impl Stack {
             ("AGENTQ_TEST_TOOLS", "true"),
             ("AGENTQ_SANDBOX", "off"),
             ("AGENTQ_LLM_ATTEMPTS", "1"),
+            ("AGENTQ_RATE_LIMIT_PER_SEC", &rate_limit()),
             ("RUST_LOG", "warn"),
         ];
         let env = with_tuning(env.map(|(k, v)| (k, v.to_owned())));
@@ -155,6 +162,7 @@ impl Stack {
             ("AGENTQ_TEST_TOOLS", "true".into()),
             ("AGENTQ_SANDBOX", "off".into()),
             ("AGENTQ_LLM_ATTEMPTS", "1".into()),
+            ("AGENTQ_RATE_LIMIT_PER_SEC", rate_limit()),
             ("RUST_LOG", "warn".into()),
         ];
         let env = with_tuning(env);

@@ -1,4 +1,4 @@
-use agentq_shared::store::Store;
+use agentq_shared::store::{RateLimit, Store, StoreError};
 use anyhow::Context;
 
 use crate::args::Admin;
@@ -23,6 +23,27 @@ pub async fn run(command: Admin) -> anyhow::Result<()> {
                 principal.key_id, principal.org_id
             );
             println!("{key}");
+        }
+        Admin::RateLimit {
+            org,
+            per_sec,
+            burst,
+            default: _,
+        } => {
+            let limit = per_sec.map(|per_sec| RateLimit {
+                per_sec,
+                burst: burst.unwrap_or(per_sec),
+            });
+            match store.set_org_rate_limit(&org, limit).await {
+                Ok(()) => match limit {
+                    Some(l) => {
+                        println!("org {org}: {} requests/s, bursts of {}", l.per_sec, l.burst)
+                    }
+                    None => println!("org {org}: the deployment's default rate limit"),
+                },
+                Err(StoreError::NotFound(_)) => anyhow::bail!("no org is named {org:?}"),
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())

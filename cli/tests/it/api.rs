@@ -1,5 +1,7 @@
 //! The HTTP contract: authentication, org isolation, validation and error shapes.
 
+use std::time::Duration;
+
 use pretty_assertions::assert_eq;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -299,7 +301,88 @@ async fn migrations_apply_down_and_up_again(backend: Backend) {
     assert!(env.key("after-roundtrip").await.starts_with("aq_"));
 }
 
+/// Each org has its own bucket: past its burst it gets 429 `rate_limited` with `Retry-After`,
+/// while another org is not slowed; an org's own limit (`agentq admin rate-limit`) replaces the
+/// default once the API re-verifies its key.
+async fn an_org_over_its_rate_gets_429_and_other_orgs_do_not(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
+    env.set("AGENTQ_RATE_LIMIT_PER_SEC", "2");
+    env.set("AGENTQ_RATE_LIMIT_BURST", "5");
+    env.set("AGENTQ_AUTH_CACHE_SECS", "1");
+    env.start_api().await;
+    let busy = env.key("busy-org").await;
+    let calm = env.key("calm-org").await;
+    let get = |key: String| {
+        let request = env
+            .http
+            .get(format!("{}/v1/tools", env.api_url))
+            .bearer_auth(key);
+        async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, retry_after, body)
+        }
+    };
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        answers.push(get(busy.clone()).await);
+    }
+    let passed = answers.iter().take_while(|(s, _, _)| *s == 200).count();
+    assert!((5..12).contains(&passed), "{passed} passed before a 429");
+    let (status, retry_after, body) = &answers[passed];
+    assert_eq!(
+        (*status, &body["error"]["code"]),
+        (429, &json!("rate_limited"))
+    );
+    let retry_after = retry_after.expect("Retry-After on a 429");
+    assert!((1..=2).contains(&retry_after), "Retry-After: {retry_after}");
+    assert_eq!(get(calm.clone()).await.0, 200, "another org is not slowed");
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(get(busy.clone()).await.0, 200, "back after Retry-After");
+
+    // An org's own limit, set from the command line.
+    let admin = |args: &[&str]| {
+        let mut command = env.command("agentq");
+        command.arg("admin").arg("rate-limit").args(args);
+        async move { command.output().await.unwrap() }
+    };
+    let set = admin(&["--org", "calm-org", "--per-sec", "1", "--burst", "2"]).await;
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let unknown = admin(&["--org", "nobody", "--per-sec", "1"]).await;
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no org is named \"nobody\""));
+    // The API sees the new limit when it next verifies the key (AGENTQ_AUTH_CACHE_SECS=1).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let statuses: Vec<u16> = futures::future::join_all((0..4).map(|_| get(calm.clone())))
+        .await
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "a burst of 2: {statuses:?}"
+    );
+    let back = admin(&["--org", "calm-org", "--default"]).await;
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+}
+
 on_both_backends!(
+    an_org_over_its_rate_gets_429_and_other_orgs_do_not,
     keys_are_required_and_sessions_are_private_to_their_org,
     invalid_requests_are_refused_naming_the_field,
     run_answers_202_with_a_poll_url,

@@ -11,18 +11,41 @@ use crate::Head;
 pub struct Key {
     pub org_id: Uuid,
     pub id: Uuid,
+    pub rate_limit_per_sec: Option<i64>,
+    pub rate_limit_burst: Option<i64>,
 }
 
 /// The live key whose hash is `key_hash`.
 pub async fn key(db: impl SqliteExecutor<'_>, key_hash: &str) -> sqlx::Result<Option<Key>> {
     sqlx::query_as!(
         Key,
-        r#"SELECT org_id AS "org_id: Uuid", id AS "id!: Uuid"
-           FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL"#,
+        r#"SELECT k.org_id AS "org_id: Uuid", k.id AS "id!: Uuid",
+                  o.rate_limit_per_sec AS "rate_limit_per_sec?: i64",
+                  o.rate_limit_burst AS "rate_limit_burst?: i64"
+           FROM api_keys k JOIN orgs o ON o.id = k.org_id
+           WHERE k.key_hash = ?1 AND k.revoked_at IS NULL"#,
         key_hash,
     )
     .fetch_optional(db)
     .await
+}
+
+/// Sets (or with NULLs clears) the rate limit of the org named `name`; the rows changed.
+pub async fn set_rate_limit(
+    db: impl SqliteExecutor<'_>,
+    name: &str,
+    per_sec: Option<i64>,
+    burst: Option<i64>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE orgs SET rate_limit_per_sec = ?2, rate_limit_burst = ?3 WHERE name = ?1",
+        name,
+        per_sec,
+        burst,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// The id of the org named `name`, made with `id` if there is none.

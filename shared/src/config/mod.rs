@@ -276,6 +276,10 @@ pub struct ApiConfig {
     /// API counts the same workers alive (queue depth, the board).
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
+    /// Each org's API rate limit unless it has its own (`AGENTQ_RATE_LIMIT_PER_SEC` [100],
+    /// `AGENTQ_RATE_LIMIT_BURST` [200]); `None` when `AGENTQ_RATE_LIMIT_PER_SEC=0` turns limits
+    /// off (orgs' own limits too).
+    pub rate_limit: Option<crate::store::RateLimit>,
 }
 
 /// `AGENTQ_ADMIN_LISTEN` and `AGENTQ_ADMIN_TOKEN`.
@@ -340,6 +344,16 @@ impl ApiConfig {
             missed_heartbeats: durability.missed_heartbeats,
             max_body_bytes: env.parsed("AGENTQ_MAX_BODY_BYTES", 1 << 20, "a number of bytes")?,
             session_deadline: env.secs("AGENTQ_SESSION_DEADLINE_SECS", 15 * 60)?,
+            rate_limit: {
+                let per_sec: u32 =
+                    env.parsed("AGENTQ_RATE_LIMIT_PER_SEC", 100, "requests per second")?;
+                let burst: u32 =
+                    env.parsed("AGENTQ_RATE_LIMIT_BURST", 200, "a number of requests")?;
+                (per_sec > 0).then_some(crate::store::RateLimit {
+                    per_sec,
+                    burst: burst.max(1),
+                })
+            },
             react_mode: match env.raw("AGENTQ_REACT_MODE").as_deref().map(str::trim) {
                 None | Some("native") => crate::schemas::ReactMode::Native,
                 Some("json") => crate::schemas::ReactMode::Json,

@@ -12,7 +12,8 @@ use uuid::Uuid;
 use super::error::StoreResult;
 use super::model::{
     ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, Lease, ListQuery,
-    LlmCallRecord, NewSession, Principal, Repair, SessionState, Spend, StepRecord, Summary,
+    LlmCallRecord, NewSession, Principal, RateLimit, Repair, SessionState, Spend, StepRecord,
+    Summary,
 };
 use crate::schemas::StepApproval;
 use crate::schemas::{SessionEvent, SessionSummary};
@@ -79,6 +80,8 @@ pub trait Durable: Send + Sync {
         key_hash: &str,
         key_prefix: &str,
     ) -> StoreResult<Principal>;
+    /// Sets (or with `None` clears) an org's own API rate limit; false when no org has that name.
+    async fn set_org_rate_limit(&self, org: &str, limit: Option<RateLimit>) -> StoreResult<bool>;
 
     // Sessions, for the API.
     async fn create_session(&self, new: &NewSession) -> StoreResult<Created>;

@@ -15,6 +15,24 @@ use crate::schemas::{
 pub struct Principal {
     pub org_id: Uuid,
     pub key_id: Uuid,
+    /// The org's own API rate limit, when it has one (else the deployment's default).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Requests per second and the burst allowed above that pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Both columns set and positive, as the schema keeps them; anything else is "none".
+    pub fn from_columns(per_sec: Option<i64>, burst: Option<i64>) -> Option<Self> {
+        let per_sec = u32::try_from(per_sec?).ok().filter(|n| *n > 0)?;
+        let burst = u32::try_from(burst?).ok().filter(|n| *n > 0)?;
+        Some(Self { per_sec, burst })
+    }
 }
 
 /// A session to create.

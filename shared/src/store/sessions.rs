@@ -10,7 +10,7 @@ use super::error::{StoreError, StoreResult};
 use super::hot::ChangeFeed;
 use super::model::{
     ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, ListQuery, NewSession, Principal,
-    SessionRecord, SessionState,
+    RateLimit, SessionRecord, SessionState,
 };
 use super::{Store, view};
 use crate::schemas::{AgentSession, SessionEvent, SessionStatus, SessionSummary};
@@ -53,6 +53,17 @@ impl Store {
             )
             .await?;
         Ok((principal, key))
+    }
+
+    /// Sets (or with `None` clears) an org's own API rate limit; `NotFound` when no org has that
+    /// name. API processes see it when they next verify the org's keys (within
+    /// `AGENTQ_AUTH_CACHE_SECS`).
+    pub async fn set_org_rate_limit(&self, org: &str, limit: Option<RateLimit>) -> StoreResult<()> {
+        if self.durable.set_org_rate_limit(org, limit).await? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound("org"))
+        }
     }
 
     /// Writes a new session and its snapshot (`pending`, no steps). With an idempotency key, the

@@ -4,18 +4,49 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::super::error::StoreResult;
-use super::super::model::Principal;
+use super::super::model::{Principal, RateLimit};
 use super::super::storable;
 
 /// The owner of a key that exists and is not revoked.
 pub(super) async fn principal(pool: &PgPool, key_hash: &str) -> StoreResult<Option<Principal>> {
-    Ok(sqlx::query_as!(
-        Principal,
-        "SELECT org_id, id AS key_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    let row = sqlx::query!(
+        "SELECT k.org_id, k.id AS key_id, o.rate_limit_per_sec, o.rate_limit_burst
+         FROM api_keys k JOIN orgs o ON o.id = k.org_id
+         WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         key_hash,
     )
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    Ok(row.map(|r| Principal {
+        org_id: r.org_id,
+        key_id: r.key_id,
+        rate_limit: RateLimit::from_columns(
+            r.rate_limit_per_sec.map(i64::from),
+            r.rate_limit_burst.map(i64::from),
+        ),
+    }))
+}
+
+/// Sets (or with `None` clears) the org's own rate limit; false when there is no such org.
+pub(super) async fn set_rate_limit(
+    pool: &PgPool,
+    org: &str,
+    limit: Option<RateLimit>,
+) -> StoreResult<bool> {
+    let (per_sec, burst) = match limit {
+        Some(l) => (Some(l.per_sec as i32), Some(l.burst as i32)),
+        None => (None, None),
+    };
+    let updated = sqlx::query!(
+        "UPDATE orgs SET rate_limit_per_sec = $2, rate_limit_burst = $3 WHERE name = $1",
+        org,
+        per_sec,
+        burst,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(updated > 0)
 }
 
 /// Creates the org if it doesn't exist and a key for it.
@@ -46,5 +77,9 @@ pub(super) async fn create(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Principal { org_id, key_id })
+    Ok(Principal {
+        org_id,
+        key_id,
+        rate_limit: None,
+    })
 }

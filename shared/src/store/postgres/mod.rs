@@ -26,7 +26,7 @@ use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Le
 use super::error::{StoreError, StoreResult};
 use super::model::{
     ApprovalDecision, Begin, Created, Decision, Ending, Head, Lease, ListQuery, LlmCallRecord,
-    NewSession, Principal, Repair, SessionState, Spend, Summary,
+    NewSession, Principal, RateLimit, Repair, SessionState, Spend, Summary,
 };
 
 /// The migrations in `migrations/` (tests apply them down and up again).
@@ -126,6 +126,10 @@ impl Durable for PgDurable {
         key_prefix: &str,
     ) -> StoreResult<Principal> {
         keys::create(&self.pool, org, key_hash, key_prefix).await
+    }
+
+    async fn set_org_rate_limit(&self, org: &str, limit: Option<RateLimit>) -> StoreResult<bool> {
+        keys::set_rate_limit(&self.pool, org, limit).await
     }
 
     async fn create_session(&self, new: &NewSession) -> StoreResult<Created> {

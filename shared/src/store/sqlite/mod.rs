@@ -32,7 +32,7 @@ use super::error::{StoreError, StoreResult};
 use super::hot::{ChangeFeed, Feeds};
 use super::model::{
     ApprovalDecision, Begin, Created, Decision, Ending, Head, Lease, ListQuery, LlmCallRecord,
-    NewSession, Principal, Repair, SessionState, Spend, Summary,
+    NewSession, Principal, RateLimit, Repair, SessionState, Spend, Summary,
 };
 
 /// The migrations in `migrations/sqlite/`.
@@ -189,6 +189,13 @@ impl Durable for SqliteDurable {
         let principal = sessions::create_api_key(&mut tx, org, key_hash, key_prefix).await?;
         tx.commit().await?;
         Ok(principal)
+    }
+
+    async fn set_org_rate_limit(&self, org: &str, limit: Option<RateLimit>) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let found = sessions::set_rate_limit(&mut tx, org, limit).await?;
+        tx.commit().await?;
+        Ok(found)
     }
 
     async fn create_session(&self, new: &NewSession) -> StoreResult<Created> {

@@ -11,7 +11,7 @@ use super::super::durable::{Approved, Cancelled};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
     ApprovalDecision, ApprovalOutcome, Created, Ending, ListQuery, LlmCallRecord, NewSession,
-    Principal, Spend,
+    Principal, RateLimit, Spend,
 };
 use super::super::storable;
 use super::rows::{self, append_events, head, status};
@@ -23,7 +23,21 @@ pub(super) async fn principal(pool: &SqlitePool, key_hash: &str) -> StoreResult<
     Ok(key.map(|k| Principal {
         org_id: k.org_id,
         key_id: k.id,
+        rate_limit: RateLimit::from_columns(k.rate_limit_per_sec, k.rate_limit_burst),
     }))
+}
+
+/// Sets (or with `None` clears) the org's own rate limit; false when there is no such org.
+pub(super) async fn set_rate_limit(
+    conn: &mut SqliteConnection,
+    org: &str,
+    limit: Option<RateLimit>,
+) -> StoreResult<bool> {
+    let (per_sec, burst) = match limit {
+        Some(l) => (Some(i64::from(l.per_sec)), Some(i64::from(l.burst))),
+        None => (None, None),
+    };
+    Ok(stmt::set_rate_limit(&mut *conn, org, per_sec, burst).await? > 0)
 }
 
 pub(super) async fn create_api_key(
@@ -36,7 +50,11 @@ pub(super) async fn create_api_key(
     let org_id = stmt::upsert_org(&mut *conn, Uuid::now_v7(), &storable::text(org), at).await?;
     let key_id = Uuid::now_v7();
     stmt::insert_key(&mut *conn, key_id, org_id, key_hash, key_prefix, at).await?;
-    Ok(Principal { org_id, key_id })
+    Ok(Principal {
+        org_id,
+        key_id,
+        rate_limit: None,
+    })
 }
 
 /// Inserts the session with its first event, claiming its idempotency key first: a key already
