@@ -164,7 +164,16 @@ pub enum Admin {
     CreateKey {
         #[arg(long)]
         org: String,
+        /// A name to know the key by (shown by `keys list`).
+        #[arg(long)]
+        name: Option<String>,
+        /// The key stops working this many days from now.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        expires_in_days: Option<u32>,
     },
+    /// List or revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Give an org its own API rate limit, or with --default put it back on the deployment's
     /// (AGENTQ_RATE_LIMIT_PER_SEC, AGENTQ_RATE_LIMIT_BURST). API processes apply it when they
     /// next verify the org's keys, within AGENTQ_AUTH_CACHE_SECS.
@@ -181,6 +190,23 @@ pub enum Admin {
         /// Use the deployment's default again.
         #[arg(long)]
         default: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// An org's keys, oldest first: id, name, prefix, created, last used, expiry, revocation.
+    List {
+        #[arg(long)]
+        org: String,
+        /// One JSON object per key instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: every API process refuses it within AGENTQ_AUTH_CACHE_SECS (5 s by default).
+    Revoke {
+        /// The key's id (from `keys list` or `create-key`).
+        key_id: uuid::Uuid,
     },
 }
 

@@ -1,7 +1,7 @@
-use agentq_shared::store::{RateLimit, Store, StoreError};
+use agentq_shared::store::{KeyInfo, NewKey, RateLimit, Store, StoreError};
 use anyhow::Context;
 
-use crate::args::Admin;
+use crate::args::{Admin, KeysCommand};
 
 fn database_url() -> anyhow::Result<String> {
     std::env::var("DATABASE_URL")
@@ -15,15 +15,46 @@ pub async fn run(command: Admin) -> anyhow::Result<()> {
     store.migrate().await?;
     match command {
         Admin::Migrate => println!("migrations applied"),
-        Admin::CreateKey { org } => {
+        Admin::CreateKey {
+            org,
+            name,
+            expires_in_days,
+        } => {
             anyhow::ensure!(!org.trim().is_empty(), "--org must not be empty");
-            let (principal, key) = store.create_api_key(&org).await?;
+            let expires_at = expires_in_days
+                .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
+            let new = NewKey {
+                org: org.clone(),
+                name,
+                expires_at,
+            };
+            let (principal, key) = store.create_key(&new).await?;
             println!(
                 "created key {} for org {org} ({})",
                 principal.key_id, principal.org_id
             );
             println!("{key}");
         }
+        Admin::Keys(KeysCommand::List { org, json }) => {
+            let keys = match store.list_keys(&org).await {
+                Err(StoreError::NotFound(_)) => anyhow::bail!("no org is named {org:?}"),
+                listed => listed?,
+            };
+            if json {
+                for key in &keys {
+                    println!("{}", serde_json::to_string(key)?);
+                }
+            } else {
+                print_keys(&keys);
+            }
+        }
+        Admin::Keys(KeysCommand::Revoke { key_id }) => match store.revoke_key(key_id).await {
+            Ok(()) => println!(
+                "revoked key {key_id}; API processes refuse it within AGENTQ_AUTH_CACHE_SECS"
+            ),
+            Err(StoreError::NotFound(_)) => anyhow::bail!("no key has the id {key_id}"),
+            Err(e) => return Err(e.into()),
+        },
         Admin::RateLimit {
             org,
             per_sec,
@@ -47,4 +78,35 @@ pub async fn run(command: Admin) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line per key: id, name, prefix, created, last used, expiry, state.
+fn print_keys(keys: &[KeyInfo]) {
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        )
+    };
+    println!(
+        "{:<36}  {:<16}  {:<10}  {:<19}  {:<19}  {:<19}  state",
+        "id", "name", "prefix", "created", "last used", "expires"
+    );
+    let now = chrono::Utc::now();
+    for key in keys {
+        let state = match (key.revoked_at, key.expires_at) {
+            (Some(_), _) => "revoked",
+            (None, Some(at)) if at <= now => "expired",
+            _ => "live",
+        };
+        println!(
+            "{:<36}  {:<16}  {:<10}  {:<19}  {:<19}  {:<19}  {state}",
+            key.id,
+            key.name.as_deref().unwrap_or("-"),
+            key.prefix,
+            when(Some(key.created_at)),
+            when(key.last_used_at),
+            when(key.expires_at),
+        );
+    }
 }

@@ -381,7 +381,121 @@ async fn an_org_over_its_rate_gets_429_and_other_orgs_do_not(backend: Backend) {
     );
 }
 
+/// Keys have a name and an expiry and are listed with their last use; a revoked key gets 401
+/// within the key cache's time (`AGENTQ_AUTH_CACHE_SECS`, 1 s here), an expired one at once,
+/// even in a process that still remembers it.
+async fn keys_are_named_listed_revoked_and_expire(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
+    env.set("AGENTQ_AUTH_CACHE_SECS", "1");
+    env.start_api().await;
+    let (_, remembering) = env
+        .start_another_api(&[("AGENTQ_AUTH_CACHE_SECS", "60")])
+        .await;
+    let admin = |args: &[&str]| {
+        let mut command = env.command("agentq");
+        command.arg("admin").args(args);
+        async move {
+            let output = command.output().await.unwrap();
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+    let (ok, out, err) = admin(&[
+        "create-key",
+        "--org",
+        "keyed",
+        "--name",
+        "ci-bot",
+        "--expires-in-days",
+        "30",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let key = out.lines().last().unwrap().to_owned();
+    let key_id: Uuid = out.split_whitespace().nth(2).unwrap().parse().unwrap();
+    let tools = |key: String, url: String| {
+        let request = env.http.get(format!("{url}/v1/tools")).bearer_auth(key);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(tools(key.clone(), env.api_url.clone()).await, 200);
+
+    let (ok, out, err) = admin(&["keys", "list", "--org", "keyed", "--json"]).await;
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1, "{out}");
+    let entry = &listed[0];
+    assert_eq!(
+        (
+            &entry["id"],
+            &entry["name"],
+            &entry["prefix"],
+            &entry["revoked_at"]
+        ),
+        (
+            &json!(key_id),
+            &json!("ci-bot"),
+            &json!(&key[..9]),
+            &Value::Null
+        )
+    );
+    assert!(entry["last_used_at"].is_string(), "used: {entry}");
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(entry["expires_at"].clone()).unwrap();
+    let days = (expires - chrono::Utc::now()).num_hours();
+    assert!((29 * 24..=30 * 24).contains(&days), "expires in {days} h");
+    let (ok, table, _) = admin(&["keys", "list", "--org", "keyed"]).await;
+    assert!(
+        ok && table.contains("ci-bot") && table.contains("live"),
+        "{table}"
+    );
+
+    // Revoked: refused within the cache's time.
+    let (ok, _, err) = admin(&["keys", "revoke", &key_id.to_string()]).await;
+    assert!(ok, "{err}");
+    let revoked = std::time::Instant::now();
+    while tools(key.clone(), env.api_url.clone()).await != 401 {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(5),
+            "still accepted {:?} after the revoke",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        revoked.elapsed() < Duration::from_millis(2500),
+        "refused only after {:?} (bound: AGENTQ_AUTH_CACHE_SECS=1)",
+        revoked.elapsed()
+    );
+    let (_, table, _) = admin(&["keys", "list", "--org", "keyed"]).await;
+    assert!(table.contains("revoked"), "{table}");
+    let (ok, _, err) = admin(&["keys", "revoke", &Uuid::now_v7().to_string()]).await;
+    assert!(!ok && err.contains("no key has the id"), "{err}");
+    let (ok, _, err) = admin(&["keys", "list", "--org", "nobody"]).await;
+    assert!(!ok && err.contains("no org is named"), "{err}");
+
+    // Expired: refused at once by the process that remembers keys for a minute.
+    let (_, brief) = env
+        .store
+        .create_key(&agentq_shared::store::NewKey {
+            org: "keyed".into(),
+            name: Some("brief".into()),
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::milliseconds(1500)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(tools(brief.clone(), remembering.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(tools(brief, remembering).await, 401, "expired");
+}
+
 on_both_backends!(
+    keys_are_named_listed_revoked_and_expire,
     an_org_over_its_rate_gets_429_and_other_orgs_do_not,
     keys_are_required_and_sessions_are_private_to_their_org,
     invalid_requests_are_refused_naming_the_field,

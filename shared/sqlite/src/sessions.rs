@@ -6,28 +6,96 @@ use uuid::Uuid;
 
 use crate::Head;
 
-/// A live API key: its org and its id.
+/// A live key's owner, as verification returns it.
 #[derive(Debug)]
 pub struct Key {
     pub org_id: Uuid,
     pub id: Uuid,
+    pub expires_at: Option<i64>,
+}
+
+/// Marks the live key (not revoked, not expired at `at`) whose hash is `key_hash` used at `at`,
+/// and returns it.
+pub async fn use_key(
+    db: impl SqliteExecutor<'_>,
+    key_hash: &str,
+    at: i64,
+) -> sqlx::Result<Option<Key>> {
+    sqlx::query_as!(
+        Key,
+        r#"UPDATE api_keys SET last_used_at = ?2
+           WHERE key_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)
+           RETURNING org_id AS "org_id!: Uuid", id AS "id!: Uuid", expires_at AS "expires_at?: i64""#,
+        key_hash,
+        at,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// An org's own rate limit columns.
+pub struct OrgLimit {
     pub rate_limit_per_sec: Option<i64>,
     pub rate_limit_burst: Option<i64>,
 }
 
-/// The live key whose hash is `key_hash`.
-pub async fn key(db: impl SqliteExecutor<'_>, key_hash: &str) -> sqlx::Result<Option<Key>> {
+pub async fn org_limit(db: impl SqliteExecutor<'_>, org_id: Uuid) -> sqlx::Result<OrgLimit> {
     sqlx::query_as!(
-        Key,
-        r#"SELECT k.org_id AS "org_id: Uuid", k.id AS "id!: Uuid",
-                  o.rate_limit_per_sec AS "rate_limit_per_sec?: i64",
-                  o.rate_limit_burst AS "rate_limit_burst?: i64"
-           FROM api_keys k JOIN orgs o ON o.id = k.org_id
-           WHERE k.key_hash = ?1 AND k.revoked_at IS NULL"#,
-        key_hash,
+        OrgLimit,
+        r#"SELECT rate_limit_per_sec AS "rate_limit_per_sec?: i64",
+                  rate_limit_burst AS "rate_limit_burst?: i64"
+           FROM orgs WHERE id = ?1"#,
+        org_id,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// A key as operators see it.
+pub struct KeyRow {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// The org's keys, oldest first.
+pub async fn keys_of(db: impl SqliteExecutor<'_>, org_id: Uuid) -> sqlx::Result<Vec<KeyRow>> {
+    sqlx::query_as!(
+        KeyRow,
+        r#"SELECT id AS "id!: Uuid", name, key_prefix AS prefix, created_at,
+                  last_used_at AS "last_used_at?: i64", expires_at AS "expires_at?: i64",
+                  revoked_at AS "revoked_at?: i64"
+           FROM api_keys WHERE org_id = ?1 ORDER BY created_at, id"#,
+        org_id,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The id of the org named `name`.
+pub async fn org_id(db: impl SqliteExecutor<'_>, name: &str) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        r#"SELECT id AS "id!: Uuid" FROM orgs WHERE name = ?1"#,
+        name
     )
     .fetch_optional(db)
     .await
+}
+
+/// Revokes the key at `at` unless it already was; the rows found.
+pub async fn revoke_key(db: impl SqliteExecutor<'_>, id: Uuid, at: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+        id,
+        at,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Sets (or with NULLs clears) the rate limit of the org named `name`; the rows changed.
@@ -66,22 +134,28 @@ pub async fn upsert_org(
     .await
 }
 
-pub async fn insert_key(
-    db: impl SqliteExecutor<'_>,
-    id: Uuid,
-    org_id: Uuid,
-    key_hash: &str,
-    key_prefix: &str,
-    at: i64,
-) -> sqlx::Result<()> {
+/// A key to insert.
+pub struct NewKey<'a> {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub key_hash: &'a str,
+    pub key_prefix: &'a str,
+    pub name: Option<&'a str>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+pub async fn insert_key(db: impl SqliteExecutor<'_>, key: &NewKey<'_>) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO api_keys (id, org_id, key_hash, key_prefix, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        id,
-        org_id,
-        key_hash,
-        key_prefix,
-        at,
+        "INSERT INTO api_keys (id, org_id, key_hash, key_prefix, name, expires_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        key.id,
+        key.org_id,
+        key.key_hash,
+        key.key_prefix,
+        key.name,
+        key.expires_at,
+        key.created_at,
     )
     .execute(db)
     .await?;

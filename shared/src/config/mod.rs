@@ -169,7 +169,7 @@ impl StoreConfig {
             snapshot_ttl: env.secs("AGENTQ_SNAPSHOT_TTL_SECS", 3600)?,
             pg_pool_size: env.parsed("AGENTQ_PG_POOL", 8, "a number of connections")?,
             hot_copy,
-            auth_cache_ttl: env.secs("AGENTQ_AUTH_CACHE_SECS", 30)?,
+            auth_cache_ttl: env.secs("AGENTQ_AUTH_CACHE_SECS", 5)?,
         })
     }
 }

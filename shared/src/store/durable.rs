@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::error::StoreResult;
 use super::model::{
-    ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, Lease, ListQuery,
-    LlmCallRecord, NewSession, Principal, RateLimit, Repair, SessionState, Spend, StepRecord,
-    Summary,
+    ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, KeyInfo, Lease,
+    ListQuery, LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState,
+    Spend, StepRecord, Summary,
 };
 use crate::schemas::StepApproval;
 use crate::schemas::{SessionEvent, SessionSummary};
@@ -73,13 +73,19 @@ pub trait Durable: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
 
     // Keys.
+    /// The owner of a live key (not revoked, not expired), noting that it was used.
     async fn principal(&self, key_hash: &str) -> StoreResult<Option<Principal>>;
+    /// Makes the org if it is new, and the key.
     async fn create_api_key(
         &self,
-        org: &str,
+        key: &NewKey,
         key_hash: &str,
         key_prefix: &str,
     ) -> StoreResult<Principal>;
+    /// The org's keys, oldest first; `None` when no org has that name.
+    async fn list_api_keys(&self, org: &str) -> StoreResult<Option<Vec<KeyInfo>>>;
+    /// Revokes the key (a second revoke keeps the first time); false when there is no such key.
+    async fn revoke_api_key(&self, id: Uuid) -> StoreResult<bool>;
     /// Sets (or with `None` clears) an org's own API rate limit; false when no org has that name.
     async fn set_org_rate_limit(&self, org: &str, limit: Option<RateLimit>) -> StoreResult<bool>;
 

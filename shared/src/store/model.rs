@@ -17,6 +17,29 @@ pub struct Principal {
     pub key_id: Uuid,
     /// The org's own API rate limit, when it has one (else the deployment's default).
     pub rate_limit: Option<RateLimit>,
+    /// When the key stops working, if it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key to make: its org (created if new), a name people know it by, and when it expires.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    pub org: String,
+    pub name: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key as operators see it (never the key itself: only its first characters are kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub name: Option<String>,
+    /// The key's first characters, to recognise it.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// Requests per second and the burst allowed above that pace.

@@ -9,8 +9,8 @@ use super::durable::{Approved, Cancelled};
 use super::error::{StoreError, StoreResult};
 use super::hot::ChangeFeed;
 use super::model::{
-    ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, ListQuery, NewSession, Principal,
-    RateLimit, SessionRecord, SessionState,
+    ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, KeyInfo, ListQuery, NewKey,
+    NewSession, Principal, RateLimit, SessionRecord, SessionState,
 };
 use super::{Store, view};
 use crate::schemas::{AgentSession, SessionEvent, SessionStatus, SessionSummary};
@@ -28,6 +28,14 @@ impl Store {
     pub async fn authenticate(&self, key: &str) -> StoreResult<Option<Principal>> {
         let hash = sha256_hex(key.as_bytes());
         if let Some(principal) = self.keys.get(&hash) {
+            // An expiry holds to the moment, cached or not.
+            if principal
+                .expires_at
+                .is_some_and(|at| at <= chrono::Utc::now())
+            {
+                self.keys.forget(&hash);
+                return Ok(None);
+            }
             return Ok(Some(principal));
         }
         let principal = self.durable.principal(&hash).await?;
@@ -41,18 +49,46 @@ impl Store {
     /// only time it is shown: only its hash is stored).
     #[tracing::instrument(skip_all, fields(org = %org))]
     pub async fn create_api_key(&self, org: &str) -> StoreResult<(Principal, String)> {
+        self.create_key(&NewKey {
+            org: org.to_owned(),
+            ..NewKey::default()
+        })
+        .await
+    }
+
+    /// [`Store::create_api_key`] with a name and an expiry.
+    #[tracing::instrument(skip_all, fields(org = %new.org))]
+    pub async fn create_key(&self, new: &NewKey) -> StoreResult<(Principal, String)> {
         let mut bytes = [0u8; 24];
         rand::rng().fill_bytes(&mut bytes);
         let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
         let principal = self
             .durable
             .create_api_key(
-                org,
+                new,
                 &sha256_hex(key.as_bytes()),
                 &key[..KEY_PREFIX.len() + 6],
             )
             .await?;
         Ok((principal, key))
+    }
+
+    /// The org's keys, oldest first (`NotFound` when no org has that name).
+    pub async fn list_keys(&self, org: &str) -> StoreResult<Vec<KeyInfo>> {
+        self.durable
+            .list_api_keys(org)
+            .await?
+            .ok_or(StoreError::NotFound("org"))
+    }
+
+    /// Revokes a key (`NotFound` when there is none with that id). This process forgets it at
+    /// once; other API processes stop accepting it within `AGENTQ_AUTH_CACHE_SECS`.
+    pub async fn revoke_key(&self, id: Uuid) -> StoreResult<()> {
+        if !self.durable.revoke_api_key(id).await? {
+            return Err(StoreError::NotFound("key"));
+        }
+        self.keys.forget_key(id);
+        Ok(())
     }
 
     /// Sets (or with `None` clears) an org's own API rate limit; `NotFound` when no org has that

@@ -1,18 +1,21 @@
-//! Orgs and API keys (only a key's SHA-256 is stored).
+//! Orgs and API keys (only a key's SHA-256 is stored, and only digests are ever compared: the
+//! lookup by digest says nothing about the key).
 
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::super::error::StoreResult;
-use super::super::model::{Principal, RateLimit};
+use super::super::model::{KeyInfo, NewKey, Principal, RateLimit};
 use super::super::storable;
 
-/// The owner of a key that exists and is not revoked.
+/// The owner of a live key (not revoked, not expired), marking it used.
 pub(super) async fn principal(pool: &PgPool, key_hash: &str) -> StoreResult<Option<Principal>> {
     let row = sqlx::query!(
-        "SELECT k.org_id, k.id AS key_id, o.rate_limit_per_sec, o.rate_limit_burst
-         FROM api_keys k JOIN orgs o ON o.id = k.org_id
-         WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+        "UPDATE api_keys k SET last_used_at = now()
+         FROM orgs o
+         WHERE o.id = k.org_id AND k.key_hash = $1 AND k.revoked_at IS NULL
+           AND (k.expires_at IS NULL OR k.expires_at > now())
+         RETURNING k.org_id, k.id AS key_id, k.expires_at, o.rate_limit_per_sec, o.rate_limit_burst",
         key_hash,
     )
     .fetch_optional(pool)
@@ -24,6 +27,7 @@ pub(super) async fn principal(pool: &PgPool, key_hash: &str) -> StoreResult<Opti
             r.rate_limit_per_sec.map(i64::from),
             r.rate_limit_burst.map(i64::from),
         ),
+        expires_at: r.expires_at,
     }))
 }
 
@@ -52,11 +56,12 @@ pub(super) async fn set_rate_limit(
 /// Creates the org if it doesn't exist and a key for it.
 pub(super) async fn create(
     pool: &PgPool,
-    org: &str,
+    key: &NewKey,
     key_hash: &str,
     key_prefix: &str,
 ) -> StoreResult<Principal> {
-    let org = storable::text(org);
+    let org = storable::text(&key.org);
+    let name = storable::opt_text(key.name.as_deref());
     let mut tx = pool.begin().await?;
     let org_id = sqlx::query_scalar!(
         "INSERT INTO orgs (id, name) VALUES ($1, $2)
@@ -68,11 +73,14 @@ pub(super) async fn create(
     .await?;
     let key_id = Uuid::now_v7();
     sqlx::query!(
-        "INSERT INTO api_keys (id, org_id, key_hash, key_prefix) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO api_keys (id, org_id, key_hash, key_prefix, name, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         key_id,
         org_id,
         key_hash,
         key_prefix,
+        name.as_deref(),
+        key.expires_at,
     )
     .execute(&mut *tx)
     .await?;
@@ -81,5 +89,37 @@ pub(super) async fn create(
         org_id,
         key_id,
         rate_limit: None,
+        expires_at: key.expires_at,
     })
+}
+
+/// The org's keys, oldest first; `None` when there is no such org.
+pub(super) async fn list(pool: &PgPool, org: &str) -> StoreResult<Option<Vec<KeyInfo>>> {
+    let Some(org_id) = sqlx::query_scalar!("SELECT id FROM orgs WHERE name = $1", org)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let keys = sqlx::query_as!(
+        KeyInfo,
+        r#"SELECT id, name, key_prefix AS prefix, created_at, last_used_at, expires_at, revoked_at
+           FROM api_keys WHERE org_id = $1 ORDER BY created_at, id"#,
+        org_id,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(keys))
+}
+
+/// Revokes the key, keeping the first revocation's time; false when there is no such key.
+pub(super) async fn revoke(pool: &PgPool, id: Uuid) -> StoreResult<bool> {
+    let updated = sqlx::query!(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1",
+        id,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(updated > 0)
 }

@@ -25,8 +25,8 @@ use super::counters::Counters;
 use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Leadership};
 use super::error::{StoreError, StoreResult};
 use super::model::{
-    ApprovalDecision, Begin, Created, Decision, Ending, Head, Lease, ListQuery, LlmCallRecord,
-    NewSession, Principal, RateLimit, Repair, SessionState, Spend, Summary,
+    ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, Lease, ListQuery,
+    LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState, Spend, Summary,
 };
 
 /// The migrations in `migrations/` (tests apply them down and up again).
@@ -121,11 +121,19 @@ impl Durable for PgDurable {
 
     async fn create_api_key(
         &self,
-        org: &str,
+        key: &NewKey,
         key_hash: &str,
         key_prefix: &str,
     ) -> StoreResult<Principal> {
-        keys::create(&self.pool, org, key_hash, key_prefix).await
+        keys::create(&self.pool, key, key_hash, key_prefix).await
+    }
+
+    async fn list_api_keys(&self, org: &str) -> StoreResult<Option<Vec<KeyInfo>>> {
+        keys::list(&self.pool, org).await
+    }
+
+    async fn revoke_api_key(&self, id: Uuid) -> StoreResult<bool> {
+        keys::revoke(&self.pool, id).await
     }
 
     async fn set_org_rate_limit(&self, org: &str, limit: Option<RateLimit>) -> StoreResult<bool> {

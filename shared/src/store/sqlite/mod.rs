@@ -31,8 +31,8 @@ use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Le
 use super::error::{StoreError, StoreResult};
 use super::hot::{ChangeFeed, Feeds};
 use super::model::{
-    ApprovalDecision, Begin, Created, Decision, Ending, Head, Lease, ListQuery, LlmCallRecord,
-    NewSession, Principal, RateLimit, Repair, SessionState, Spend, Summary,
+    ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, Lease, ListQuery,
+    LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState, Spend, Summary,
 };
 
 /// The migrations in `migrations/sqlite/`.
@@ -176,19 +176,33 @@ impl Durable for SqliteDurable {
 
     async fn principal(&self, key_hash: &str) -> StoreResult<Option<Principal>> {
         self.count("authenticate");
-        sessions::principal(&self.pool, key_hash).await
+        let mut tx = self.write().await?;
+        let principal = sessions::principal(&mut tx, key_hash).await?;
+        tx.commit().await?;
+        Ok(principal)
     }
 
     async fn create_api_key(
         &self,
-        org: &str,
+        key: &NewKey,
         key_hash: &str,
         key_prefix: &str,
     ) -> StoreResult<Principal> {
         let mut tx = self.write().await?;
-        let principal = sessions::create_api_key(&mut tx, org, key_hash, key_prefix).await?;
+        let principal = sessions::create_api_key(&mut tx, key, key_hash, key_prefix).await?;
         tx.commit().await?;
         Ok(principal)
+    }
+
+    async fn list_api_keys(&self, org: &str) -> StoreResult<Option<Vec<KeyInfo>>> {
+        sessions::keys(&self.pool, org).await
+    }
+
+    async fn revoke_api_key(&self, id: Uuid) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let found = sessions::revoke_key(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(found)
     }
 
     async fn set_org_rate_limit(&self, org: &str, limit: Option<RateLimit>) -> StoreResult<bool> {

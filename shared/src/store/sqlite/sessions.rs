@@ -10,21 +10,55 @@ use uuid::Uuid;
 use super::super::durable::{Approved, Cancelled};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
-    ApprovalDecision, ApprovalOutcome, Created, Ending, ListQuery, LlmCallRecord, NewSession,
-    Principal, RateLimit, Spend,
+    ApprovalDecision, ApprovalOutcome, Created, Ending, KeyInfo, ListQuery, LlmCallRecord, NewKey,
+    NewSession, Principal, RateLimit, Spend,
 };
 use super::super::storable;
 use super::rows::{self, append_events, head, status};
 use super::{encode, now, steps, time};
 use crate::schemas::{EventKind, SessionEvent, SessionStatus, SessionSummary, StepApproval};
 
-pub(super) async fn principal(pool: &SqlitePool, key_hash: &str) -> StoreResult<Option<Principal>> {
-    let key = stmt::key(pool, key_hash).await?;
-    Ok(key.map(|k| Principal {
-        org_id: k.org_id,
-        key_id: k.id,
-        rate_limit: RateLimit::from_columns(k.rate_limit_per_sec, k.rate_limit_burst),
+/// The owner of a live key, marking it used.
+pub(super) async fn principal(
+    conn: &mut SqliteConnection,
+    key_hash: &str,
+) -> StoreResult<Option<Principal>> {
+    let Some(key) = stmt::use_key(&mut *conn, key_hash, now()).await? else {
+        return Ok(None);
+    };
+    let org = stmt::org_limit(&mut *conn, key.org_id).await?;
+    Ok(Some(Principal {
+        org_id: key.org_id,
+        key_id: key.id,
+        rate_limit: RateLimit::from_columns(org.rate_limit_per_sec, org.rate_limit_burst),
+        expires_at: key.expires_at.map(time),
     }))
+}
+
+/// The org's keys, oldest first; `None` when there is no such org.
+pub(super) async fn keys(pool: &SqlitePool, org: &str) -> StoreResult<Option<Vec<KeyInfo>>> {
+    let Some(org_id) = stmt::org_id(pool, org).await? else {
+        return Ok(None);
+    };
+    let rows = stmt::keys_of(pool, org_id).await?;
+    Ok(Some(
+        rows.into_iter()
+            .map(|k| KeyInfo {
+                id: k.id,
+                name: k.name,
+                prefix: k.prefix,
+                created_at: time(k.created_at),
+                last_used_at: k.last_used_at.map(time),
+                expires_at: k.expires_at.map(time),
+                revoked_at: k.revoked_at.map(time),
+            })
+            .collect(),
+    ))
+}
+
+/// Revokes the key, keeping the first revocation's time; false when there is no such key.
+pub(super) async fn revoke_key(conn: &mut SqliteConnection, id: Uuid) -> StoreResult<bool> {
+    Ok(stmt::revoke_key(&mut *conn, id, now()).await? > 0)
 }
 
 /// Sets (or with `None` clears) the org's own rate limit; false when there is no such org.
@@ -42,18 +76,30 @@ pub(super) async fn set_rate_limit(
 
 pub(super) async fn create_api_key(
     conn: &mut SqliteConnection,
-    org: &str,
+    key: &NewKey,
     key_hash: &str,
     key_prefix: &str,
 ) -> StoreResult<Principal> {
     let at = now();
-    let org_id = stmt::upsert_org(&mut *conn, Uuid::now_v7(), &storable::text(org), at).await?;
+    let org = storable::text(&key.org);
+    let org_id = stmt::upsert_org(&mut *conn, Uuid::now_v7(), &org, at).await?;
     let key_id = Uuid::now_v7();
-    stmt::insert_key(&mut *conn, key_id, org_id, key_hash, key_prefix, at).await?;
+    let name = storable::opt_text(key.name.as_deref());
+    let row = stmt::NewKey {
+        id: key_id,
+        org_id,
+        key_hash,
+        key_prefix,
+        name: name.as_deref(),
+        expires_at: key.expires_at.map(super::micros),
+        created_at: at,
+    };
+    stmt::insert_key(&mut *conn, &row).await?;
     Ok(Principal {
         org_id,
         key_id,
         rate_limit: None,
+        expires_at: key.expires_at,
     })
 }
 
