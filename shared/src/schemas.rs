@@ -448,6 +448,47 @@ pub struct AgentRunRequest {
     /// `native` (tool use, the default) or `json` (the JSON ReAct protocol).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub react_mode: Option<ReactMode>,
+    /// Seconds a tool call waits for a human's approval; the deployment's
+    /// `AGENTQ_APPROVAL_TTL_SECS` (a day) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub approval_timeout: Option<u64>,
+    /// What happens when no one decides in time: `fail` the session (`approval_expired`, the
+    /// default), `reject` the held calls, or `approve` them. The step records which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_approval_timeout: Option<OnApprovalTimeout>,
+}
+
+/// What a held turn becomes when its approval window closes undecided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnApprovalTimeout {
+    /// The session fails `approval_expired`.
+    #[default]
+    Fail,
+    /// The calls that needed approval are refused, as a human rejection would.
+    Reject,
+    /// They run, as a human approval would.
+    Approve,
+}
+
+impl OnApprovalTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Reject => "reject",
+            Self::Approve => "approve",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "fail" => Some(Self::Fail),
+            "reject" => Some(Self::Reject),
+            "approve" => Some(Self::Approve),
+            _ => None,
+        }
+    }
 }
 
 /// How the agent talks to the model.
@@ -498,6 +539,11 @@ pub struct ValidatedRun {
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub max_cost_usd: Option<Decimal>,
+    /// How long a held turn waits for a human, when the request chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub on_approval_timeout: OnApprovalTimeout,
 }
 
 /// Defaults the deployment fills in.
@@ -517,6 +563,14 @@ impl AgentRunRequest {
         let mut errors = validate_messages(&self.messages);
         if self.max_tokens == Some(0) {
             errors.push(FieldError::new("max_tokens", "must be at least 1"));
+        }
+        if let Some(secs) = self.approval_timeout
+            && !(1..=604_800).contains(&secs)
+        {
+            errors.push(FieldError::new(
+                "approval_timeout",
+                format!("must be between 1 and 604800 seconds (a week), got {secs}"),
+            ));
         }
         let max_cost_usd = match &self.max_cost_usd {
             None => None,
@@ -581,6 +635,8 @@ impl AgentRunRequest {
                 react_mode: self.react_mode.unwrap_or(defaults.react_mode),
                 max_tokens: self.max_tokens,
                 max_cost_usd,
+                approval_timeout_secs: self.approval_timeout,
+                on_approval_timeout: self.on_approval_timeout.unwrap_or_default(),
             })
         } else {
             Err(errors)
@@ -684,6 +740,8 @@ mod tests {
             max_tokens: Some(1),
             max_cost_usd: None,
             react_mode: None,
+            approval_timeout: None,
+            on_approval_timeout: None,
         };
         assert!(at_limit.clone().validate(&[], &defaults("m")).is_ok());
         let past = AgentRunRequest {
@@ -714,6 +772,8 @@ mod tests {
             max_tokens: None,
             max_cost_usd: None,
             react_mode: None,
+            approval_timeout: None,
+            on_approval_timeout: None,
         }
     }
 

@@ -28,6 +28,8 @@ fn run(mode: ReactMode) -> ValidatedRun {
         react_mode: mode,
         max_tokens: None,
         max_cost_usd: None,
+        approval_timeout_secs: None,
+        on_approval_timeout: Default::default(),
     }
 }
 

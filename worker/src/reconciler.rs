@@ -15,7 +15,8 @@
 use std::sync::Arc;
 
 use agentq_shared::queue::{Push, StepJob};
-use agentq_shared::store::Leadership;
+use agentq_shared::schemas::OnApprovalTimeout;
+use agentq_shared::store::{ApprovalDecision, ApprovalOutcome, LapsedApproval, Leadership};
 
 use crate::Context;
 
@@ -61,6 +62,9 @@ pub async fn pass(ctx: &Context) -> anyhow::Result<()> {
     for id in store.expire_lapsed_approvals().await? {
         tracing::info!(session_id = %id, "approval expired; session failed");
     }
+    for lapsed in store.lapsed_approvals(REPAIRS_PER_PASS).await? {
+        apply_approval_timeout(ctx, &lapsed).await?;
+    }
     for id in store.fail_overdue().await? {
         tracing::info!(session_id = %id, "deadline passed; session failed");
     }
@@ -84,5 +88,36 @@ pub async fn pass(ctx: &Context) -> anyhow::Result<()> {
     store
         .forget_idempotency_keys(durability.idempotency_keep)
         .await?;
+    Ok(())
+}
+
+/// A held turn nobody decided in time, whose session asked for `reject` or `approve` then: the
+/// decision is recorded as a human's would be (no key, the reason saying why) and the step
+/// resumes.
+async fn apply_approval_timeout(ctx: &Context, lapsed: &LapsedApproval) -> anyhow::Result<()> {
+    let approved = lapsed.on_timeout == OnApprovalTimeout::Approve;
+    let decision = ApprovalDecision {
+        session_id: lapsed.session_id,
+        step: lapsed.step,
+        org_id: lapsed.org_id,
+        decided_by: None,
+        on_timeout: true,
+        approved,
+        reason: Some(format!(
+            "no decision within the approval window; on_approval_timeout={}",
+            lapsed.on_timeout.as_str()
+        )),
+    };
+    let (outcome, _) = ctx.store.decide_approval(&decision).await?;
+    if let ApprovalOutcome::Recorded { traceparent } = outcome {
+        tracing::info!(session_id = %lapsed.session_id, step = lapsed.step, approved,
+            "approval window closed; on_approval_timeout applied");
+        let job = StepJob::new(lapsed.session_id, lapsed.step, traceparent);
+        // If the push fails, the stalled-session repair enqueues the step later.
+        if let Err(e) = ctx.queue.push(job, Push::Resume).await {
+            tracing::warn!(session_id = %lapsed.session_id, error = %e,
+                "cannot enqueue the resumed step yet; a later pass will");
+        }
+    }
     Ok(())
 }

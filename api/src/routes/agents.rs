@@ -496,7 +496,9 @@ pub async fn approve(
     let decision = ApprovalDecision {
         session_id,
         step: request.step,
-        by: principal,
+        org_id: principal.org_id,
+        decided_by: Some(principal.key_id),
+        on_timeout: false,
         approved: request.approved,
         reason: request.reason,
     };
@@ -515,7 +517,8 @@ pub async fn approve(
             return Err(ApiError::client(
                 StatusCode::CONFLICT,
                 "approval_expired",
-                "the approval window closed; the session has failed",
+                "the approval window closed; the session's on_approval_timeout applies \
+                 (by default it fails)",
             ));
         }
     };

@@ -144,6 +144,8 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 max_tokens,
                 max_cost_usd,
                 react_mode,
+                approval_timeout: None,
+                on_approval_timeout: None,
             };
             client.start(&request, follow, json).await
         }

@@ -139,6 +139,8 @@ pub async fn run(dev: Dev) -> anyhow::Result<i32> {
             max_tokens: None,
             max_cost_usd: None,
             react_mode: None,
+            approval_timeout: None,
+            on_approval_timeout: None,
         };
         tokio::select! {
             followed = client.start(&request, true, false) => code = followed?,

@@ -413,7 +413,87 @@ async fn an_llm_call_past_its_timeout_fails_the_session(backend: Backend) {
     );
 }
 
+/// A run's own approval window and what happens when it closes undecided: `fail` (the
+/// default), `reject` (the held call is refused and the agent goes on) or `approve` (it runs);
+/// the step records which, with no key as the decider. The deployment's window (a day) would
+/// never close within the test: the run's `approval_timeout` does.
+async fn each_on_approval_timeout_choice_happens(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[("AGENTQ_RECONCILE_EVERY_MS", "200")]).await;
+    let mut sessions = Vec::new();
+    for choice in ["fail", "reject", "approve", "default"] {
+        let marker = format!("marker-timeout-{choice}");
+        env.llm.script(
+            &marker,
+            vec![
+                Turn::tool("echo_approved", json!({"text": choice})),
+                Turn::answer(format!("went on after {choice}")),
+            ],
+        );
+        let mut extra = json!({"tools": ["echo_approved"], "approval_timeout": 1});
+        if choice != "default" {
+            extra["on_approval_timeout"] = json!(choice);
+        }
+        let id = env.run(&key, &format!("{marker}: wait"), extra).await;
+        sessions.push((choice, id));
+    }
+    for (choice, id) in sessions {
+        // Finishing at all shows the run's window was used: the deployment's is a day.
+        let session = env.wait_finished(&key, id).await;
+        let step = &session.steps[0];
+        match choice {
+            "fail" | "default" => {
+                assert_eq!(session.status, SessionStatus::Failed, "{choice}");
+                assert_eq!(session.error.unwrap().code, "approval_expired");
+                assert_eq!(step.observation, None, "{choice}: the tool never ran");
+            }
+            _ => {
+                assert_eq!(session.status, SessionStatus::Completed, "{choice}");
+                let approval = step
+                    .approval
+                    .clone()
+                    .expect("the step records the decision");
+                assert_eq!(
+                    (approval.approved, approval.decided_by),
+                    (choice == "approve", None),
+                    "{choice}"
+                );
+                assert!(
+                    approval
+                        .reason
+                        .unwrap_or_default()
+                        .contains(&format!("on_approval_timeout={choice}")),
+                    "{choice}"
+                );
+                let observation = step.observation.clone().unwrap();
+                if choice == "approve" {
+                    assert_eq!(observation["result"], json!({"text": "approve"}));
+                } else {
+                    assert_eq!(observation["success"], json!(false), "{observation}");
+                }
+                assert_eq!(
+                    session.final_answer.as_deref(),
+                    Some(format!("went on after {choice}").as_str())
+                );
+            }
+        }
+    }
+    // A window must be at least a second (and at most a week).
+    let (status, body) = env
+        .request(
+            Method::POST,
+            "/v1/agents/run",
+            Some(&key),
+            Some(json!({"messages": [{"role": "user", "content": "x"}], "approval_timeout": 0})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("invalid_request"))
+    );
+}
+
 on_both_backends!(
+    each_on_approval_timeout_choice_happens,
     a_job_delivered_twice_at_once_makes_one_step,
     cancel_during_a_long_tool_call_stops_it_within_two_seconds,
     approve_and_reject_resume_the_session_through_the_api,

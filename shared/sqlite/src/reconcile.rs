@@ -96,6 +96,7 @@ pub async fn fail_lapsed_approvals(
                approval_expires_at = NULL, event_seq = event_seq + 2,
                version = version + 1, updated_at = ?1
            WHERE status = 'awaiting_approval' AND approval_expires_at < ?1
+              AND coalesce(json_extract(request, '$.on_approval_timeout'), 'fail') = 'fail'
            RETURNING id AS "id!: Uuid", status AS "status!: String",
                next_step AS "next_step!: i64", final_answer AS "final_answer?: String",
                error_code AS "error_code?: String", error_message AS "error_message?: String",
@@ -124,6 +125,7 @@ pub async fn fail_lapsed_approval(
                approval_expires_at = NULL, event_seq = event_seq + 2,
                version = version + 1, updated_at = ?1
            WHERE id = ?4 AND status = 'awaiting_approval' AND approval_expires_at < ?1
+             AND coalesce(json_extract(request, '$.on_approval_timeout'), 'fail') = 'fail'
            RETURNING id AS "id!: Uuid", status AS "status!: String",
                next_step AS "next_step!: i64", final_answer AS "final_answer?: String",
                error_code AS "error_code?: String", error_message AS "error_message?: String",
@@ -141,6 +143,36 @@ pub async fn fail_lapsed_approval(
 
 /// Fails every unfinished session past its deadline at `now` that no worker holds, as
 /// [`fail_lapsed_approvals`] does.
+/// A held turn whose window closed and whose session asked for `reject` or `approve` then.
+pub struct Lapsed {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub next_step: i64,
+    pub on_timeout: String,
+}
+
+/// Up to `limit` sessions awaiting approval past `now` whose request chose `reject` or
+/// `approve` for that case.
+pub async fn lapsed_approvals(
+    db: impl SqliteExecutor<'_>,
+    now: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Lapsed>> {
+    sqlx::query_as!(
+        Lapsed,
+        r#"SELECT id AS "id!: Uuid", org_id AS "org_id!: Uuid", next_step,
+                  json_extract(request, '$.on_approval_timeout') AS "on_timeout!: String"
+           FROM sessions
+           WHERE status = 'awaiting_approval' AND approval_expires_at < ?1
+             AND json_extract(request, '$.on_approval_timeout') IN ('reject', 'approve')
+           ORDER BY approval_expires_at LIMIT ?2"#,
+        now,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
 pub async fn fail_overdue(
     db: impl SqliteExecutor<'_>,
     now: i64,

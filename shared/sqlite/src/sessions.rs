@@ -304,6 +304,8 @@ pub struct ApprovalTarget {
     pub status: String,
     pub next_step: i64,
     pub expired: bool,
+    /// The request's `on_approval_timeout` (`fail` when it chose none).
+    pub on_timeout: String,
 }
 
 pub async fn approval_target(
@@ -314,7 +316,9 @@ pub async fn approval_target(
     sqlx::query_as!(
         ApprovalTarget,
         r#"SELECT org_id AS "org_id: Uuid", status, next_step,
-                  coalesce(approval_expires_at < ?2, 0) AS "expired!: bool"
+                  coalesce(approval_expires_at < ?2, 0) AS "expired!: bool",
+                  coalesce(json_extract(request, '$.on_approval_timeout'), 'fail')
+                      AS "on_timeout!: String"
            FROM sessions WHERE id = ?1"#,
         id,
         at,
@@ -330,7 +334,7 @@ pub async fn decide_step(
     step_index: i64,
     approval: &str,
     reason: Option<&str>,
-    by: Uuid,
+    by: Option<Uuid>,
     at: i64,
 ) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar!(

@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::error::StoreResult;
 use super::model::{
-    ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, KeyInfo, Lease,
-    ListQuery, LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState,
-    Spend, StepRecord, Summary,
+    ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, KeyInfo,
+    LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, Principal, RateLimit,
+    Repair, SessionState, Spend, StepRecord, Summary,
 };
 use crate::schemas::StepApproval;
 use crate::schemas::{SessionEvent, SessionSummary};
@@ -176,6 +176,8 @@ pub trait Durable: Send + Sync {
     async fn lead(&self) -> StoreResult<Option<Box<dyn Leadership>>>;
     async fn claim_stalled(&self, idle: Duration, limit: i64) -> StoreResult<Vec<Repair>>;
     async fn expire_lapsed_approvals(&self) -> StoreResult<Vec<Head>>;
+    /// Held turns past their window whose session chose `reject` or `approve` for that case.
+    async fn lapsed_approvals(&self, limit: i64) -> StoreResult<Vec<LapsedApproval>>;
     async fn fail_overdue(&self) -> StoreResult<Vec<Head>>;
     async fn forget_idempotency_keys(&self, keep: Duration) -> StoreResult<u64>;
 

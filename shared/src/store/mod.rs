@@ -39,8 +39,8 @@ pub use error::{StoreError, StoreResult};
 pub use hot::{ChangeFeed, HotCopy, NoHotCopy};
 pub use model::{
     ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending, Head,
-    IdempotencyKey, KeyInfo, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, Principal,
-    RateLimit, Repair, SessionRecord, SessionState, Spend, StepRecord, StepRun, Summary,
+    IdempotencyKey, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession,
+    Principal, RateLimit, Repair, SessionRecord, SessionState, Spend, StepRecord, StepRun, Summary,
 };
 pub use postgres::MIGRATOR;
 pub use redis::RedisHotCopy;

@@ -415,9 +415,24 @@ pub enum ApprovalOutcome {
 pub struct ApprovalDecision {
     pub session_id: Uuid,
     pub step: u32,
-    pub by: Principal,
+    /// The org the session must belong to.
+    pub org_id: Uuid,
+    /// The key of the human who decided; `None` for the session's `on_approval_timeout`.
+    pub decided_by: Option<Uuid>,
+    /// The session's `on_approval_timeout` applied after the window closed (taken only then;
+    /// a human's decision is taken only before).
+    pub on_timeout: bool,
     pub approved: bool,
     pub reason: Option<String>,
+}
+
+/// A held turn whose approval window closed undecided, with what its session asked for then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LapsedApproval {
+    pub session_id: Uuid,
+    pub org_id: Uuid,
+    pub step: u32,
+    pub on_timeout: crate::schemas::OnApprovalTimeout,
 }
 
 /// What the store holds, counted (for operators, metrics and benchmarks).

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::Store;
 use super::durable::Leadership;
 use super::error::StoreResult;
-use super::model::{Repair, Summary};
+use super::model::{LapsedApproval, Repair, Summary};
 
 impl Store {
     /// Leadership of the reconciler, if no other process holds it.
@@ -29,6 +29,13 @@ impl Store {
             self.catch_up(head, |_| {}).await;
         }
         Ok(heads.iter().map(|h| h.id).collect())
+    }
+
+    /// Up to `limit` held turns whose approval window closed undecided and whose session chose
+    /// `reject` or `approve` for that case (the reconciler applies it with
+    /// [`Store::decide_approval`]).
+    pub async fn lapsed_approvals(&self, limit: i64) -> StoreResult<Vec<LapsedApproval>> {
+        self.durable.lapsed_approvals(limit).await
     }
 
     /// Fails every unfinished session past its deadline that no worker holds; returns their ids.

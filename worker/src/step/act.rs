@@ -36,7 +36,12 @@ pub async fn act(ctx: &Context, run: &mut StepRun, mut cancel_seen: bool) -> any
         |tool: &str| offered(tool) && ctx.tools.get(tool).is_some_and(|d| d.requires_approval);
     if step.actions.iter().any(|c| needs_approval(&c.tool)) && step.approval.is_none() {
         // The approver sees every call of the turn, and none runs before the decision.
-        let expires_at = Utc::now() + ctx.config.durability.approval_ttl;
+        // The request's own window, else the deployment's.
+        let window = run.state.record.run.approval_timeout_secs.map_or(
+            ctx.config.durability.approval_ttl,
+            std::time::Duration::from_secs,
+        );
+        let expires_at = Utc::now() + window;
         let ids = crate::prompt::tool_use_ids(&step.llm_content);
         let reviews: Vec<CallReview> = step
             .actions

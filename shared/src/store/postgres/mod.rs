@@ -25,8 +25,9 @@ use super::counters::Counters;
 use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Leadership};
 use super::error::{StoreError, StoreResult};
 use super::model::{
-    ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, Lease, ListQuery,
-    LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState, Spend, Summary,
+    ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease,
+    ListQuery, LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState,
+    Spend, Summary,
 };
 
 /// The migrations in `migrations/` (tests apply them down and up again).
@@ -334,6 +335,11 @@ impl Durable for PgDurable {
     async fn claim_stalled(&self, idle: Duration, limit: i64) -> StoreResult<Vec<Repair>> {
         self.count("claim_stalled");
         reconcile::claim_stalled(&self.pool, idle, limit).await
+    }
+
+    async fn lapsed_approvals(&self, limit: i64) -> StoreResult<Vec<LapsedApproval>> {
+        self.count("lapsed_approvals");
+        reconcile::lapsed_approvals(&self.pool, limit).await
     }
 
     async fn expire_lapsed_approvals(&self) -> StoreResult<Vec<Head>> {

@@ -9,8 +9,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::super::error::StoreResult;
-use super::super::model::{Head, Repair, Summary};
+use super::super::model::{Head, LapsedApproval, Repair, Summary};
 use super::rows::{HeadRow, status};
+use crate::schemas::OnApprovalTimeout;
 
 /// Any fixed 64-bit number, the same in every worker ("agentqrc").
 const ADVISORY_LOCK: i64 = 0x6167_656e_7471_7263;
@@ -74,6 +75,7 @@ pub(super) async fn expire_lapsed_approvals(pool: &PgPool) -> StoreResult<Vec<He
                    approval_expires_at = NULL, event_seq = event_seq + 2,
                    version = version + 1, updated_at = now()
                WHERE status = 'awaiting_approval' AND approval_expires_at < now()
+                 AND coalesce(request->>'on_approval_timeout', 'fail') = 'fail'
                RETURNING id, status, next_step, final_answer, error_code, error_message,
                          cancel_requested, version, approval_expires_at, updated_at, event_seq
            ), events AS (
@@ -98,6 +100,35 @@ pub(super) async fn expire_lapsed_approvals(pool: &PgPool) -> StoreResult<Vec<He
     rows.into_iter().map(HeadRow::head).collect()
 }
 
+/// Up to `limit` sessions awaiting approval past their window whose request chose `reject` or
+/// `approve` for that case.
+pub(super) async fn lapsed_approvals(
+    pool: &PgPool,
+    limit: i64,
+) -> StoreResult<Vec<LapsedApproval>> {
+    let rows = sqlx::query!(
+        r#"SELECT id, org_id, next_step, request->>'on_approval_timeout' AS "on_timeout!"
+           FROM sessions
+           WHERE status = 'awaiting_approval' AND approval_expires_at < now()
+             AND request->>'on_approval_timeout' IN ('reject', 'approve')
+           ORDER BY approval_expires_at LIMIT $1"#,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(LapsedApproval {
+                session_id: r.id,
+                org_id: r.org_id,
+                step: u32::try_from(r.next_step).ok()?,
+                on_timeout: OnApprovalTimeout::parse(&r.on_timeout)?,
+            })
+        })
+        .collect())
+}
+
 /// Fails one session whose approval window closed (an approval that came too late).
 pub(super) async fn expire_one(pool: &PgPool, id: Uuid) -> StoreResult<Option<Head>> {
     let row = sqlx::query_as!(
@@ -108,6 +139,7 @@ pub(super) async fn expire_one(pool: &PgPool, id: Uuid) -> StoreResult<Option<He
                    approval_expires_at = NULL, event_seq = event_seq + 2,
                    version = version + 1, updated_at = now()
                WHERE id = $1 AND status = 'awaiting_approval' AND approval_expires_at < now()
+                 AND coalesce(request->>'on_approval_timeout', 'fail') = 'fail'
                RETURNING id, status, next_step, final_answer, error_code, error_message,
                          cancel_requested, version, approval_expires_at, updated_at, event_seq
            ), events AS (

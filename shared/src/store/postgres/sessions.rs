@@ -190,13 +190,14 @@ pub(super) async fn decide_approval(
     let mut tx = pool.begin().await?;
     let row = sqlx::query!(
         r#"SELECT org_id, status, next_step,
-                COALESCE(approval_expires_at < now(), false) AS "expired!"
+                COALESCE(approval_expires_at < now(), false) AS "expired!",
+                COALESCE(request->>'on_approval_timeout', 'fail') AS "on_timeout!"
          FROM sessions WHERE id = $1 FOR UPDATE"#,
         id,
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(row) = row.filter(|r| r.org_id == decision.by.org_id) else {
+    let Some(row) = row.filter(|r| r.org_id == decision.org_id) else {
         return Ok(Approved::Outcome(ApprovalOutcome::NotFound));
     };
     let step = decision.step;
@@ -212,8 +213,18 @@ pub(super) async fn decide_approval(
             row.next_step
         ))));
     }
-    if row.expired {
+    if decision.on_timeout && !row.expired {
+        return Ok(Approved::Outcome(ApprovalOutcome::Conflict(
+            "the approval window is still open".into(),
+        )));
+    }
+    if row.expired && !decision.on_timeout {
         tx.rollback().await?;
+        // Too late for a human: the session's on_approval_timeout decides (the reconciler
+        // applies reject or approve; fail is done here).
+        if row.on_timeout != "fail" {
+            return Ok(Approved::Outcome(ApprovalOutcome::Expired));
+        }
         return match super::reconcile::expire_one(pool, id).await? {
             Some(head) => Ok(Approved::Expired(head)),
             None => Ok(Approved::Outcome(ApprovalOutcome::Expired)),
@@ -231,14 +242,14 @@ pub(super) async fn decide_approval(
             "rejected"
         },
         reason.as_deref(),
-        decision.by.key_id,
+        decision.decided_by,
     )
     .fetch_optional(&mut *tx)
     .await?;
     let approval = StepApproval {
         approved: decision.approved,
         reason: reason.map(|r| r.into_owned()),
-        decided_by: Some(decision.by.key_id),
+        decided_by: decision.decided_by,
         decided_at: decided_at.unwrap_or_else(chrono::Utc::now),
     };
     let event = serde_json::json!({"state": "decided", "step": step, "approved": approval.approved,

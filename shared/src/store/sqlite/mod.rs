@@ -31,8 +31,9 @@ use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Le
 use super::error::{StoreError, StoreResult};
 use super::hot::{ChangeFeed, Feeds};
 use super::model::{
-    ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, Lease, ListQuery,
-    LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState, Spend, Summary,
+    ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease,
+    ListQuery, LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState,
+    Spend, Summary,
 };
 
 /// The migrations in `migrations/sqlite/`.
@@ -440,6 +441,11 @@ impl Durable for SqliteDurable {
         let claimed = reconcile::claim_stalled(&mut tx, idle, limit).await?;
         tx.commit().await?;
         Ok(claimed)
+    }
+
+    async fn lapsed_approvals(&self, limit: i64) -> StoreResult<Vec<LapsedApproval>> {
+        self.count("lapsed_approvals");
+        reconcile::lapsed_approvals(&self.pool, limit).await
     }
 
     async fn expire_lapsed_approvals(&self) -> StoreResult<Vec<Head>> {

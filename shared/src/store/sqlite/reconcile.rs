@@ -12,8 +12,9 @@ use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::super::error::StoreResult;
-use super::super::model::{Head, Repair, Summary};
+use super::super::model::{Head, LapsedApproval, Repair, Summary};
 use super::rows::{self, append_events, done_event, head, status, status_event};
+use crate::schemas::OnApprovalTimeout;
 
 /// How long the reconciler's leadership lasts unless renewed.
 const LEADERSHIP_TTL: Duration = Duration::from_secs(10);
@@ -101,6 +102,25 @@ pub(super) async fn expire_lapsed_approvals(conn: &mut SqliteConnection) -> Stor
     let (code, message) = APPROVAL_EXPIRED;
     let failed = stmt::fail_lapsed_approvals(&mut *conn, now, code, message).await?;
     announce_failures(conn, failed, now).await
+}
+
+/// Up to `limit` held turns past their window whose session chose `reject` or `approve`.
+pub(super) async fn lapsed_approvals(
+    pool: &SqlitePool,
+    limit: i64,
+) -> StoreResult<Vec<LapsedApproval>> {
+    let rows = stmt::lapsed_approvals(pool, super::now(), limit).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(LapsedApproval {
+                session_id: r.id,
+                org_id: r.org_id,
+                step: u32::try_from(r.next_step).ok()?,
+                on_timeout: OnApprovalTimeout::parse(&r.on_timeout)?,
+            })
+        })
+        .collect())
 }
 
 /// Fails one session whose approval window closed (an approval that came too late).

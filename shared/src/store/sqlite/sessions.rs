@@ -182,7 +182,7 @@ pub(super) async fn decide_approval(
     let id = decision.session_id;
     let at = now();
     let target = stmt::approval_target(&mut *conn, id, at).await?;
-    let Some(target) = target.filter(|t| t.org_id == decision.by.org_id) else {
+    let Some(target) = target.filter(|t| t.org_id == decision.org_id) else {
         return Ok(Approved::Outcome(ApprovalOutcome::NotFound));
     };
     let step = decision.step;
@@ -198,7 +198,17 @@ pub(super) async fn decide_approval(
             "step {step} is not awaiting approval; step {next_step} is"
         ))));
     }
-    if target.expired {
+    if decision.on_timeout && !target.expired {
+        return Ok(Approved::Outcome(ApprovalOutcome::Conflict(
+            "the approval window is still open".into(),
+        )));
+    }
+    if target.expired && !decision.on_timeout {
+        // Too late for a human: the session's on_approval_timeout decides (the reconciler
+        // applies reject or approve; fail is done here).
+        if target.on_timeout != "fail" {
+            return Ok(Approved::Outcome(ApprovalOutcome::Expired));
+        }
         return match super::reconcile::expire_one(conn, id).await? {
             Some(head) => Ok(Approved::Expired(head)),
             None => Ok(Approved::Outcome(ApprovalOutcome::Expired)),
@@ -215,14 +225,14 @@ pub(super) async fn decide_approval(
             "rejected"
         },
         reason.as_deref(),
-        decision.by.key_id,
+        decision.decided_by,
         at,
     )
     .await?;
     let approval = StepApproval {
         approved: decision.approved,
         reason,
-        decided_by: Some(decision.by.key_id),
+        decided_by: decision.decided_by,
         decided_at: time(decided_at.unwrap_or(at)),
     };
     let event = json!({"state": "decided", "step": step, "approved": approval.approved,
