@@ -250,6 +250,9 @@ async function newSession() {
   const maxSteps = h('input', { type: 'number', id: 'max-steps', min: 1, max: 50, placeholder: '10' });
   const maxTokens = h('input', { type: 'number', id: 'max-tokens', min: 1, placeholder: 'none' });
   const maxCost = h('input', { type: 'number', id: 'max-cost', min: 0, step: 'any', placeholder: 'none' });
+  const approvalTimeout = h('input', { type: 'number', id: 'approval-timeout', min: 1, max: 604800, placeholder: 'a day' });
+  const onTimeout = h('select', { id: 'on-approval-timeout' },
+    ['fail', 'reject', 'approve'].map((v) => h('option', { value: v }, v)));
   const tools = h('fieldset', { id: 'tools' }, h('legend', {}, 'Tools'));
   const submit = h('button', { class: 'primary', type: 'submit' }, 'Start');
   const form = h('form', {
@@ -264,6 +267,8 @@ async function newSession() {
       if (maxSteps.value) body.max_steps = Number(maxSteps.value);
       if (maxTokens.value) body.max_tokens = Number(maxTokens.value);
       if (maxCost.value) body.max_cost_usd = Number(maxCost.value);
+      if (approvalTimeout.value) body.approval_timeout = Number(approvalTimeout.value);
+      if (onTimeout.value !== 'fail') body.on_approval_timeout = onTimeout.value;
       submit.disabled = true;
       try {
         const created = await api('POST', '/v1/agents/run', body);
@@ -281,7 +286,9 @@ async function newSession() {
     h('div', {}, h('label', { for: 'model' }, 'Model'), model),
     h('div', {}, h('label', { for: 'max-steps' }, 'Max steps'), maxSteps),
     h('div', {}, h('label', { for: 'max-tokens' }, 'Max tokens'), maxTokens),
-    h('div', {}, h('label', { for: 'max-cost' }, 'Max cost (USD)'), maxCost)),
+    h('div', {}, h('label', { for: 'max-cost' }, 'Max cost (USD)'), maxCost),
+    h('div', {}, h('label', { for: 'approval-timeout' }, 'Approval wait (s)'), approvalTimeout),
+    h('div', {}, h('label', { for: 'on-approval-timeout' }, 'When no one decides'), onTimeout)),
   error,
   h('div', { class: 'actions' }, submit));
   fill(main, form);
@@ -475,6 +482,7 @@ function sessionView(id) {
           : h('div', { class: 'small muted' }, 'no result yet'))),
       step.approval
         ? h('p', { class: 'small' }, step.approval.approved ? 'Approved' : h('span', { class: 'badge refused' }, 'Rejected'),
+          step.approval.decided_by ? '' : ' (no one decided in time)',
           step.approval.reason ? ` — ${step.approval.reason}` : '')
         : null,
       step.is_final && step.final_answer !== null ? h('div', { class: 'answer' }, step.final_answer) : null);

@@ -43,6 +43,12 @@ pub enum Command {
         /// `native` (tool use) or `json` (JSON ReAct protocol).
         #[arg(long)]
         react_mode: Option<String>,
+        /// Seconds a held tool call waits for a human (the deployment's default when omitted).
+        #[arg(long)]
+        approval_timeout: Option<u64>,
+        /// What happens when no one decides in time: fail (the default), reject or approve.
+        #[arg(long, value_parser = ["fail", "reject", "approve"])]
+        on_approval_timeout: Option<String>,
         /// Wait for the session to finish, printing each step.
         #[arg(long)]
         follow: bool,

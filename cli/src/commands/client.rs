@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use agentq_shared::schemas::{AgentRunRequest, AgentRunResponse, AgentSession, Message};
+use agentq_shared::schemas::{
+    AgentRunRequest, AgentRunResponse, AgentSession, Message, OnApprovalTimeout,
+};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
@@ -116,6 +118,8 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             max_tokens,
             max_cost_usd,
             react_mode,
+            approval_timeout,
+            on_approval_timeout,
             follow,
             json,
         } => {
@@ -144,8 +148,10 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 max_tokens,
                 max_cost_usd,
                 react_mode,
-                approval_timeout: None,
-                on_approval_timeout: None,
+                approval_timeout,
+                on_approval_timeout: on_approval_timeout
+                    .as_deref()
+                    .and_then(OnApprovalTimeout::parse),
             };
             client.start(&request, follow, json).await
         }

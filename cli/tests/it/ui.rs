@@ -86,6 +86,8 @@ async fn the_viewer_runs_watches_and_approves_in_a_browser() {
             Turn::answer("read it"),
         ],
     );
+    env.llm
+        .script("marker-ui-many", vec![Turn::answer("one of many")]);
     env.llm.script(
         "marker-ui-held",
         vec![Turn::tool("echo_approved", json!({"text": "held"}))],
@@ -133,13 +135,18 @@ async fn the_viewer_runs_watches_and_approves_in_a_browser() {
 
     // What the page did is what the API holds.
     let (status, listed) = env
-        .request(Method::GET, "/v1/agents?limit=10", Some(&key), None)
+        .request(Method::GET, "/v1/agents?limit=100", Some(&key), None)
         .await;
     assert_eq!(status, 200);
     let mut outcomes: Vec<(String, String)> = Vec::new();
-    for s in listed["sessions"].as_array().unwrap() {
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 24, "four from the page, twenty for paging");
+    for s in sessions {
         let id = s["session_id"].as_str().unwrap().parse().unwrap();
-        let session = env.session(&key, id).await;
+        let session = env.wait_finished(&key, id).await;
+        if session.final_answer.as_deref() == Some("one of many") {
+            continue;
+        }
         let approval = session.steps.first().and_then(|s| s.approval.clone());
         outcomes.push((
             session.status.as_str().to_owned(),

@@ -98,10 +98,30 @@ try {
   }, key);
   await page.locator(`tr[data-session-id="${made}"]`).waitFor();
   check(true, 'a new session appears in the list by itself');
-  await page.locator('#status-filter').selectOption('completed');
+  // Paging: twenty more sessions push the oldest onto a second page and back.
+  await page.evaluate(async (k) => {
+    for (let i = 0; i < 20; i += 1) {
+      await fetch('/v1/agents/run', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: `marker-ui-many: ${i}` }], tools: [] }),
+      });
+    }
+  }, key);
+  await page.waitForFunction(() => document.querySelectorAll('#sessions tbody tr').length === 20);
+  await page.locator(`tr[data-session-id="${runId}"]`).waitFor({ state: 'detached' });
+  await page.getByRole('button', { name: 'Older →' }).click();
   await page.locator(`tr[data-session-id="${runId}"]`).waitFor();
-  await page.locator(`tr[data-session-id="${made}"]`).waitFor({ state: 'detached' });
-  check(true, 'the status filter leaves out the session that waits');
+  check(await page.locator('#sessions tbody tr').count() === 2, 'the oldest sessions on the second page');
+  await page.getByRole('button', { name: '← Newer' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('#sessions tbody tr').length === 20);
+  check(true, 'paging back to the newest');
+  await page.locator('#status-filter').selectOption('completed');
+  await page.waitForFunction(() => {
+    const shown = [...document.querySelectorAll('#sessions tbody [data-status]')].map((e) => e.dataset.status);
+    return shown.length === 20 && shown.every((st) => st === 'completed');
+  });
+  check(await page.locator(`tr[data-session-id="${made}"]`).count() === 0, 'the status filter shows only completed sessions');
   await page.screenshot({ path: join(shots, 'list.png'), fullPage: true });
 
   // A sql_query call held for approval: the SQL, its parameters and the classification are
