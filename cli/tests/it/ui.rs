@@ -207,30 +207,18 @@ async fn the_viewer_is_served_with_a_strict_policy() {
         assert_eq!(header("x-content-type-options"), "nosniff");
     }
     // No inline script or style the policy would have to allow; nothing from elsewhere.
-    let html = env
-        .http
-        .get(format!("{}/ui", env.api_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = |path: &str| {
+        let request = env.http.get(format!("{}{path}", env.api_url));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let html = text("/ui").await;
     assert!(!html.contains("<script>") && !html.contains("<style"));
     let handlers = html
         .split_whitespace()
         .any(|word| word.starts_with("on") && word.contains('='));
     assert!(!handlers, "an inline event handler in {html}");
     assert!(!html.contains("http://") && !html.contains("https://"));
-    let script = env
-        .http
-        .get(format!("{}/ui/app.js", env.api_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let script = text("/ui/app.js").await;
     assert!(!script.contains("innerHTML") && !script.contains("insertAdjacentHTML"));
     assert!(!script.contains("eval("));
     let slash = reqwest::Client::builder()

@@ -435,6 +435,23 @@ pub struct LapsedApproval {
     pub on_timeout: crate::schemas::OnApprovalTimeout,
 }
 
+impl LapsedApproval {
+    /// From a store's row; `None` for a step or a choice no session can hold.
+    pub fn from_columns(
+        session_id: Uuid,
+        org_id: Uuid,
+        step: i64,
+        on_timeout: &str,
+    ) -> Option<Self> {
+        Some(Self {
+            session_id,
+            org_id,
+            step: u32::try_from(step).ok()?,
+            on_timeout: crate::schemas::OnApprovalTimeout::parse(on_timeout)?,
+        })
+    }
+}
+
 /// What the store holds, counted (for operators, metrics and benchmarks).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {

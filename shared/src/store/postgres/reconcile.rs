@@ -11,7 +11,6 @@ use uuid::Uuid;
 use super::super::error::StoreResult;
 use super::super::model::{Head, LapsedApproval, Repair, Summary};
 use super::rows::{HeadRow, status};
-use crate::schemas::OnApprovalTimeout;
 
 /// Any fixed 64-bit number, the same in every worker ("agentqrc").
 const ADVISORY_LOCK: i64 = 0x6167_656e_7471_7263;
@@ -119,12 +118,7 @@ pub(super) async fn lapsed_approvals(
     Ok(rows
         .into_iter()
         .filter_map(|r| {
-            Some(LapsedApproval {
-                session_id: r.id,
-                org_id: r.org_id,
-                step: u32::try_from(r.next_step).ok()?,
-                on_timeout: OnApprovalTimeout::parse(&r.on_timeout)?,
-            })
+            LapsedApproval::from_columns(r.id, r.org_id, i64::from(r.next_step), &r.on_timeout)
         })
         .collect())
 }

@@ -14,7 +14,6 @@ use uuid::Uuid;
 use super::super::error::StoreResult;
 use super::super::model::{Head, LapsedApproval, Repair, Summary};
 use super::rows::{self, append_events, done_event, head, status, status_event};
-use crate::schemas::OnApprovalTimeout;
 
 /// How long the reconciler's leadership lasts unless renewed.
 const LEADERSHIP_TTL: Duration = Duration::from_secs(10);
@@ -112,14 +111,7 @@ pub(super) async fn lapsed_approvals(
     let rows = stmt::lapsed_approvals(pool, super::now(), limit).await?;
     Ok(rows
         .into_iter()
-        .filter_map(|r| {
-            Some(LapsedApproval {
-                session_id: r.id,
-                org_id: r.org_id,
-                step: u32::try_from(r.next_step).ok()?,
-                on_timeout: OnApprovalTimeout::parse(&r.on_timeout)?,
-            })
-        })
+        .filter_map(|r| LapsedApproval::from_columns(r.id, r.org_id, r.next_step, &r.on_timeout))
         .collect())
 }
 
