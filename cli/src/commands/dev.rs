@@ -123,6 +123,7 @@ pub async fn run(dev: Dev) -> anyhow::Result<i32> {
     println!("agentq dev: data in {}", data_dir.display());
     println!("agentq dev: dev key (the same on every start): {key}");
     println!("  export AGENTQ_URL={url} AGENTQ_API_KEY={key}");
+    println!("agentq dev: watch sessions at {url}/ui (sign in with the dev key)");
 
     let mut code = 0;
     if let Some(question) = dev.question {

@@ -262,7 +262,7 @@ async fn a_kill_9_mid_session_loses_and_repeats_nothing() {
 }
 
 #[tokio::test]
-async fn the_board_and_metrics_work_in_dev_mode() {
+async fn the_board_metrics_readiness_and_viewer_work_in_dev_mode() {
     let env = TestEnv::new().await;
     let data = DataDir::new();
     let (port, admin_port) = (free_port(), free_port());
@@ -362,5 +362,20 @@ async fn the_board_and_metrics_work_in_dev_mode() {
         .await
         .unwrap();
     assert!(metrics.contains("agentq_steps_total"), "{metrics}");
+    // So do readiness (naming SQLite alone) and the session viewer.
+    let ready: serde_json::Value = http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "ready", "sqlite": "ok"})
+    );
+    let viewer = http.get(format!("{url}/ui")).send().await.unwrap();
+    assert_eq!(viewer.status(), 200);
     let _ = dev.start_kill();
 }
