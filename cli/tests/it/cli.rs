@@ -2,8 +2,9 @@
 
 use std::process::Stdio;
 
+use agentq_cli::stand_in::Turn;
 use pretty_assertions::assert_eq;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::harness::{Backend, TestEnv};
 
@@ -167,4 +168,64 @@ async fn the_api_and_steps_benchmarks_run_and_write_their_figures() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-on_both_backends!(create_key_then_run_and_follow_a_session);
+/// `agentq run --approval-timeout --on-approval-timeout`: the held call is rejected when no one
+/// decides in time and the session goes on; a choice that doesn't exist is refused up front.
+async fn run_sets_the_approval_window_and_what_happens_after(backend: Backend) {
+    let (env, key) = TestEnv::running_on(backend, &[("AGENTQ_RECONCILE_EVERY_MS", "200")]).await;
+    env.llm.script(
+        "marker-cli-window",
+        vec![
+            Turn::tool("echo_approved", json!({"text": "held"})),
+            Turn::answer("went on without it"),
+        ],
+    );
+    let run = |extra: &[&str]| {
+        let mut command = env.command("agentq");
+        command
+            .env("AGENTQ_API_KEY", &key)
+            .args(["run", "marker-cli-window: go", "--tools", "echo_approved"])
+            .args(extra);
+        async move { command.output().await.unwrap() }
+    };
+    let refused = run(&["--on-approval-timeout", "shrug"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("shrug"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let output = run(&[
+        "--approval-timeout",
+        "1",
+        "--on-approval-timeout",
+        "reject",
+        "--follow",
+        "--json",
+    ])
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let session: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(session["status"], "completed", "{session}");
+    assert_eq!(session["final_answer"], "went on without it");
+    let approval = &session["steps"][0]["approval"];
+    assert_eq!(
+        (&approval["approved"], &approval["decided_by"]),
+        (&json!(false), &Value::Null)
+    );
+    assert!(
+        approval["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("on_approval_timeout=reject"),
+        "{approval}"
+    );
+}
+
+on_both_backends!(
+    create_key_then_run_and_follow_a_session,
+    run_sets_the_approval_window_and_what_happens_after,
+);

@@ -1,7 +1,8 @@
 //! The session viewer at `/ui`, in Debian's headless Chromium driven by playwright-core
 //! (`cli/tests/ui/viewer.mjs`): sign in, start a session and watch it finish live, approve a held
 //! sql_query call from the page after the event stream dropped and came back, and a web page
-//! holding `<script>` shown as text. Screenshots go to `target/ui-screenshots/`.
+//! holding `<script>` shown as text; on both back ends. Screenshots go to
+//! `target/ui-screenshots/{postgres,sqlite}/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,7 +16,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::hardening::CountingPage;
-use crate::harness::TestEnv;
+use crate::harness::{Backend, TestEnv};
 use crate::sql::Target;
 
 const SETUP: &str = "run deploy/ensure-services.sh --browser (Debian's chromium, Node.js and \
@@ -44,8 +45,7 @@ fn require_browser() {
     );
 }
 
-#[tokio::test]
-async fn the_viewer_runs_watches_and_approves_in_a_browser() {
+async fn the_viewer_runs_watches_and_approves_in_a_browser(backend: Backend) {
     require_browser();
     let target = Target::new().await;
     let page = CountingPage::serve(
@@ -55,7 +55,7 @@ async fn the_viewer_runs_watches_and_approves_in_a_browser() {
          <script>window.agentqPwned = 1</script></body></html>",
     )
     .await;
-    let mut env = TestEnv::new().await;
+    let mut env = TestEnv::on(backend).await;
     env.set("AGENTQ_WEB_FETCH_ALLOW", "127.0.0.1/32");
     env.set("AGENTQ_SQL_TOOL_URL", &target.reader_url());
     let mut api = env.start_api().await;
@@ -93,7 +93,9 @@ async fn the_viewer_runs_watches_and_approves_in_a_browser() {
         vec![Turn::tool("echo_approved", json!({"text": "held"}))],
     );
 
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/ui-screenshots")
+        .join(format!("{backend:?}").to_lowercase());
     let mut node = tokio::process::Command::new("node")
         .arg(ui_dir().join("viewer.mjs"))
         .current_dir(ui_dir())
@@ -231,3 +233,5 @@ async fn the_viewer_is_served_with_a_strict_policy() {
         .unwrap();
     assert_eq!(slash.status(), 308);
 }
+
+on_both_backends!(the_viewer_runs_watches_and_approves_in_a_browser);
