@@ -368,11 +368,10 @@ async fn an_org_over_its_rate_gets_429_and_other_orgs_do_not(backend: Backend) {
         .into_iter()
         .map(|(s, _, _)| s)
         .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        2,
-        "a burst of 2: {statuses:?}"
-    );
+    // A burst of 2 (one more if the four straddle a refill, a second apart); the default's
+    // burst of 5 would let all four through.
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert!((2..=3).contains(&passed), "a burst of 2: {statuses:?}");
     let back = admin(&["--org", "calm-org", "--default"]).await;
     assert!(
         back.status.success(),
