@@ -231,9 +231,7 @@ impl TestEnv {
                     .unwrap_or_else(|e| panic!("counting {table}: {e}"))
             }
             Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.database_url)
-                    .await
-                    .expect("the SQLite store opens");
+                let pool = self.sqlite().await;
                 let query = format!("SELECT count(*) FROM {table} WHERE session_id = ?1");
                 let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(query))
                     .bind(session)
@@ -308,9 +306,7 @@ impl TestEnv {
                     .expect("the trigger is created");
             }
             Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.database_url)
-                    .await
-                    .expect("the SQLite store opens");
+                let pool = self.sqlite().await;
                 let sql = format!(
                     "CREATE TRIGGER refuse_marked BEFORE UPDATE ON steps
                      WHEN NEW.observations LIKE '%{marker}%'
@@ -323,6 +319,13 @@ impl TestEnv {
                 pool.close().await;
             }
         }
+    }
+
+    /// The test's own connection to the embedded store's file.
+    async fn sqlite(&self) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&self.database_url)
+            .await
+            .expect("the SQLite store opens")
     }
 
     /// The test's Postgres database, for tests that read or change it directly (they run on the

@@ -435,6 +435,38 @@ pub struct LapsedApproval {
     pub on_timeout: crate::schemas::OnApprovalTimeout,
 }
 
+/// What a decision may do, given whether the session's approval window has closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Window {
+    /// Record it.
+    Take,
+    /// Refuse it with this outcome, changing nothing.
+    Refuse(ApprovalOutcome),
+    /// Too late for a human, and the run asked to fail then: end the session `approval_expired`.
+    Expire,
+}
+
+impl ApprovalDecision {
+    /// A human's decision is taken only while the window is open; the run's
+    /// `on_approval_timeout` (`on_timeout`, as stored) only after it closed. A human too late
+    /// fails the session when the run chose `fail`, and otherwise leaves it to the reconciler.
+    pub fn window(&self, expired: bool, on_timeout: &str) -> Window {
+        match (self.on_timeout, expired) {
+            (false, false) | (true, true) => Window::Take,
+            (true, false) => Window::Refuse(ApprovalOutcome::Conflict(
+                "the approval window is still open".into(),
+            )),
+            (false, true)
+                if crate::schemas::OnApprovalTimeout::parse(on_timeout)
+                    .is_some_and(|c| c != crate::schemas::OnApprovalTimeout::Fail) =>
+            {
+                Window::Refuse(ApprovalOutcome::Expired)
+            }
+            (false, true) => Window::Expire,
+        }
+    }
+}
+
 impl LapsedApproval {
     /// From a store's row; `None` for a step or a choice no session can hold.
     pub fn from_columns(
@@ -496,4 +528,40 @@ pub struct Repair {
     pub next_step: u32,
     pub fence: i64,
     pub traceparent: Option<String>,
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    fn decision(on_timeout: bool) -> ApprovalDecision {
+        ApprovalDecision {
+            session_id: Uuid::now_v7(),
+            step: 0,
+            org_id: Uuid::now_v7(),
+            decided_by: None,
+            on_timeout,
+            approved: true,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn humans_decide_before_the_window_closes_and_the_run_after() {
+        let (human, deadline) = (decision(false), decision(true));
+        assert_eq!(human.window(false, "fail"), Window::Take);
+        assert_eq!(deadline.window(true, "approve"), Window::Take);
+        assert!(matches!(
+            deadline.window(false, "approve"),
+            Window::Refuse(ApprovalOutcome::Conflict(_))
+        ));
+        assert_eq!(human.window(true, "fail"), Window::Expire);
+        for choice in ["reject", "approve"] {
+            assert_eq!(
+                human.window(true, choice),
+                Window::Refuse(ApprovalOutcome::Expired),
+                "{choice}"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@ use super::super::durable::{Approved, Cancelled};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
     ApprovalDecision, ApprovalOutcome, Created, ListQuery, NewSession, SessionState, StepRecord,
+    Window,
 };
 use super::super::storable;
 use super::encode;
@@ -213,22 +214,16 @@ pub(super) async fn decide_approval(
             row.next_step
         ))));
     }
-    if decision.on_timeout && !row.expired {
-        return Ok(Approved::Outcome(ApprovalOutcome::Conflict(
-            "the approval window is still open".into(),
-        )));
-    }
-    if row.expired && !decision.on_timeout {
-        tx.rollback().await?;
-        // Too late for a human: the session's on_approval_timeout decides (the reconciler
-        // applies reject or approve; fail is done here).
-        if row.on_timeout != "fail" {
-            return Ok(Approved::Outcome(ApprovalOutcome::Expired));
+    match decision.window(row.expired, &row.on_timeout) {
+        Window::Take => {}
+        Window::Refuse(outcome) => return Ok(Approved::Outcome(outcome)),
+        Window::Expire => {
+            tx.rollback().await?;
+            return match super::reconcile::expire_one(pool, id).await? {
+                Some(head) => Ok(Approved::Expired(head)),
+                None => Ok(Approved::Outcome(ApprovalOutcome::Expired)),
+            };
         }
-        return match super::reconcile::expire_one(pool, id).await? {
-            Some(head) => Ok(Approved::Expired(head)),
-            None => Ok(Approved::Outcome(ApprovalOutcome::Expired)),
-        };
     }
     let decided_at = sqlx::query_scalar!(
         "UPDATE steps SET approval = $3, approval_reason = $4, approved_by = $5, approved_at = now()

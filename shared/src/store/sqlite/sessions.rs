@@ -11,7 +11,7 @@ use super::super::durable::{Approved, Cancelled};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
     ApprovalDecision, ApprovalOutcome, Created, Ending, KeyInfo, ListQuery, LlmCallRecord, NewKey,
-    NewSession, Principal, RateLimit, Spend,
+    NewSession, Principal, RateLimit, Spend, Window,
 };
 use super::super::storable;
 use super::rows::{self, append_events, head, status};
@@ -198,21 +198,15 @@ pub(super) async fn decide_approval(
             "step {step} is not awaiting approval; step {next_step} is"
         ))));
     }
-    if decision.on_timeout && !target.expired {
-        return Ok(Approved::Outcome(ApprovalOutcome::Conflict(
-            "the approval window is still open".into(),
-        )));
-    }
-    if target.expired && !decision.on_timeout {
-        // Too late for a human: the session's on_approval_timeout decides (the reconciler
-        // applies reject or approve; fail is done here).
-        if target.on_timeout != "fail" {
-            return Ok(Approved::Outcome(ApprovalOutcome::Expired));
+    match decision.window(target.expired, &target.on_timeout) {
+        Window::Take => {}
+        Window::Refuse(outcome) => return Ok(Approved::Outcome(outcome)),
+        Window::Expire => {
+            return match super::reconcile::expire_one(conn, id).await? {
+                Some(head) => Ok(Approved::Expired(head)),
+                None => Ok(Approved::Outcome(ApprovalOutcome::Expired)),
+            };
         }
-        return match super::reconcile::expire_one(conn, id).await? {
-            Some(head) => Ok(Approved::Expired(head)),
-            None => Ok(Approved::Outcome(ApprovalOutcome::Expired)),
-        };
     }
     let reason = storable::opt_text(decision.reason.as_deref()).map(|r| r.into_owned());
     let decided_at = stmt::decide_step(
