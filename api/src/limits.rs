@@ -75,6 +75,7 @@ mod tests {
             org_id: org,
             key_id: Uuid::now_v7(),
             rate_limit,
+            active_cap: None,
             expires_at: None,
         }
     }

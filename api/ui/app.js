@@ -11,7 +11,7 @@
 const KEY = 'agentq.key';
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
-const STATUSES = ['pending', 'running', 'awaiting_approval', 'completed', 'failed', 'cancelled'];
+const STATUSES = ['queued', 'pending', 'running', 'awaiting_approval', 'completed', 'failed', 'cancelled'];
 const TERMINAL = ['completed', 'failed', 'cancelled'];
 const FOLD_AT = 600;
 

@@ -49,6 +49,10 @@ pub enum Command {
         /// What happens when no one decides in time: fail (the default), reject or approve.
         #[arg(long, value_parser = ["fail", "reject", "approve"])]
         on_approval_timeout: Option<String>,
+        /// When the org already has as many sessions active as its cap allows: queue (the
+        /// default: the session waits `queued`) or reject (refused with concurrency_limited).
+        #[arg(long, value_parser = ["queue", "reject"])]
+        if_busy: Option<String>,
         /// Wait for the session to finish, printing each step.
         #[arg(long)]
         follow: bool,
@@ -193,6 +197,25 @@ pub enum Admin {
         /// Requests allowed at once above that pace [the same as --per-sec].
         #[arg(long, conflicts_with = "default", value_parser = clap::value_parser!(u32).range(1..))]
         burst: Option<u32>,
+        /// Use the deployment's default again.
+        #[arg(long)]
+        default: bool,
+    },
+    /// Give an org its own cap on active sessions (pending, running or awaiting approval), no
+    /// cap with --unlimited, or with --default the deployment's (AGENTQ_ORG_MAX_ACTIVE_SESSIONS).
+    /// Past it new sessions wait `queued`. API processes apply it when they next verify the
+    /// org's keys, within AGENTQ_AUTH_CACHE_SECS.
+    Concurrency {
+        #[arg(long)]
+        org: String,
+        /// Sessions the org may have active at once.
+        #[arg(long, required_unless_present_any = ["unlimited", "default"],
+              conflicts_with_all = ["unlimited", "default"],
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_active: Option<u32>,
+        /// No cap for this org.
+        #[arg(long, conflicts_with = "default")]
+        unlimited: bool,
         /// Use the deployment's default again.
         #[arg(long)]
         default: bool,

@@ -14,6 +14,9 @@ pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
+    /// Waiting for one of its org's session slots (`AGENTQ_ORG_MAX_ACTIVE_SESSIONS`); started
+    /// in order as slots free up.
+    Queued,
     Pending,
     Running,
     AwaitingApproval,
@@ -27,6 +30,7 @@ impl SessionStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Queued => "queued",
             Self::Pending => "pending",
             Self::Running => "running",
             Self::AwaitingApproval => "awaiting_approval",
@@ -38,6 +42,7 @@ impl SessionStatus {
 
     pub fn parse(s: &str) -> Option<Self> {
         [
+            Self::Queued,
             Self::Pending,
             Self::Running,
             Self::AwaitingApproval,
@@ -457,6 +462,22 @@ pub struct AgentRunRequest {
     /// default), `reject` the held calls, or `approve` them. The step records which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_approval_timeout: Option<OnApprovalTimeout>,
+    /// What happens when the org already runs as many sessions as it may: `queue` (the
+    /// default) creates the session `queued`, started when a slot frees up; `reject` refuses it
+    /// with 429 `concurrency_limited`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_busy: Option<IfBusy>,
+}
+
+/// What a create does when the org has no free session slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IfBusy {
+    /// The session is created `queued` and started in order as slots free up.
+    #[default]
+    Queue,
+    /// The session is not created: 429 `concurrency_limited`.
+    Reject,
 }
 
 /// What a held turn becomes when its approval window closes undecided.
@@ -544,6 +565,8 @@ pub struct ValidatedRun {
     pub approval_timeout_secs: Option<u64>,
     #[serde(default)]
     pub on_approval_timeout: OnApprovalTimeout,
+    #[serde(default)]
+    pub if_busy: IfBusy,
 }
 
 /// Defaults the deployment fills in.
@@ -637,6 +660,7 @@ impl AgentRunRequest {
                 max_cost_usd,
                 approval_timeout_secs: self.approval_timeout,
                 on_approval_timeout: self.on_approval_timeout.unwrap_or_default(),
+                if_busy: self.if_busy.unwrap_or_default(),
             })
         } else {
             Err(errors)
@@ -742,6 +766,7 @@ mod tests {
             react_mode: None,
             approval_timeout: None,
             on_approval_timeout: None,
+            if_busy: None,
         };
         assert!(at_limit.clone().validate(&[], &defaults("m")).is_ok());
         let past = AgentRunRequest {
@@ -774,6 +799,7 @@ mod tests {
             react_mode: None,
             approval_timeout: None,
             on_approval_timeout: None,
+            if_busy: None,
         }
     }
 
@@ -845,6 +871,7 @@ mod tests {
     #[test]
     fn status_round_trips_through_its_name() {
         for status in [
+            SessionStatus::Queued,
             SessionStatus::Pending,
             SessionStatus::Running,
             SessionStatus::AwaitingApproval,

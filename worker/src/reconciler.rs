@@ -10,6 +10,8 @@
 //!   duplicate it creates is absorbed by the step protocol;
 //! - fails sessions whose approval window closed (`approval_expired`) or whose deadline passed
 //!   with no worker on them (`deadline_exceeded`);
+//! - starts queued sessions whose org has a free slot (normally a session's end starts the
+//!   next one at once; this catches what a crash or a failed push missed);
 //! - forgets old `Idempotency-Key`s.
 
 use std::sync::Arc;
@@ -68,6 +70,13 @@ pub async fn pass(ctx: &Context) -> anyhow::Result<()> {
     for id in store.fail_overdue().await? {
         tracing::info!(session_id = %id, "deadline passed; session failed");
     }
+    // Sessions ended above, and any whose end did not start the next queued one (its worker
+    // died first, or the push failed), free slots here.
+    let promoted = store.promote_queued(None, REPAIRS_PER_PASS).await?;
+    let started = ctx.queue.start_promoted(&promoted).await;
+    if started > 0 {
+        tracing::info!(started, "started queued sessions");
+    }
     for repair in store
         .claim_stalled(durability.stall_after, REPAIRS_PER_PASS)
         .await?
@@ -112,7 +121,7 @@ async fn apply_approval_timeout(ctx: &Context, lapsed: &LapsedApproval) -> anyho
     if let ApprovalOutcome::Recorded { traceparent } = outcome {
         tracing::info!(session_id = %lapsed.session_id, step = lapsed.step, approved,
             "approval window closed; on_approval_timeout applied");
-        let job = StepJob::new(lapsed.session_id, lapsed.step, traceparent);
+        let job = StepJob::new(lapsed.session_id, lapsed.step, traceparent).of_org(lapsed.org_id);
         // If the push fails, the stalled-session repair enqueues the step later.
         if let Err(e) = ctx.queue.push(job, Push::Resume).await {
             tracing::warn!(session_id = %lapsed.session_id, error = %e,

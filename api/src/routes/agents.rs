@@ -80,6 +80,8 @@ fn idempotency_key(
         (status = 429, description = "`rate_limited`: the org is over its API rate limit",
             body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 429, description = "`concurrency_limited`: the org runs as many sessions as \
+            it may and the request asked `\"if_busy\": \"reject\"`", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: send application/json",
@@ -129,9 +131,22 @@ async fn create(
         idempotency,
     );
     new.traceparent = telemetry::traceparent(&tracing::Span::current());
+    new.max_active = principal
+        .active_cap
+        .unwrap_or(state.config.org_max_active_sessions)
+        .limit();
     let traceparent = new.traceparent.clone();
-    match state.store.create_session(new).await? {
-        Created::New => {}
+    let status = match state.store.create_session(new).await? {
+        Created::New => SessionStatus::Pending,
+        Created::Queued => SessionStatus::Queued,
+        Created::Busy => {
+            return Err(ApiError::client(
+                StatusCode::TOO_MANY_REQUESTS,
+                "concurrency_limited",
+                "this org already runs as many sessions as it may at once; retry when one \
+                 ends, or send \"if_busy\": \"queue\" to wait in line",
+            ));
+        }
         Created::Existing(existing) => {
             let session = state
                 .store
@@ -152,26 +167,50 @@ async fn create(
                 "this Idempotency-Key was already used with a different request",
             ));
         }
-    }
-    let first = StepJob::new(id, 0, traceparent);
-    if let Err(e) = state.queue.push(first, Push::Next).await {
-        // The session is safe in the store: the reconciler enqueues it once Redis answers again.
-        tracing::warn!(session_id = %id, error = %e, "cannot enqueue the first step yet; the reconciler will");
+    };
+    // A queued session's first step is queued when it gets a slot.
+    if status == SessionStatus::Pending {
+        let first = StepJob::new(id, 0, traceparent).of_org(principal.org_id);
+        if let Err(e) = state.queue.push(first, Push::Next).await {
+            // The session is safe in the store: the reconciler enqueues it once Redis answers
+            // again.
+            tracing::warn!(session_id = %id, error = %e, "cannot enqueue the first step yet; the reconciler will");
+        }
     }
     metrics::counter!("agentq_sessions_started_total").increment(1);
-    tracing::info!(session_id = %id, org_id = %principal.org_id, %model, "session created");
+    tracing::info!(session_id = %id, org_id = %principal.org_id, %model, %status, "session created");
     let poll_url = format!("/v1/agents/{id}");
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, poll_url.clone())],
         Json(AgentRunResponse {
             session_id: id,
-            status: SessionStatus::Pending,
+            status,
             poll_url,
         }),
     )
         .into_response())
 }
+
+/// Starts the org's queued sessions that a session's end gave a slot. Best effort: the
+/// reconciler starts any it misses.
+async fn start_queued(state: &AppState, org_id: Uuid) {
+    match state
+        .store
+        .promote_queued(Some(org_id), PROMOTE_AT_ONCE)
+        .await
+    {
+        Ok(promoted) => {
+            state.queue.start_promoted(&promoted).await;
+        }
+        Err(e) => {
+            tracing::warn!(%org_id, error = %e, "cannot start queued sessions yet; the reconciler will")
+        }
+    }
+}
+
+/// The most queued sessions one session's end starts (a slot frees one; more catch up).
+const PROMOTE_AT_ONCE: i64 = 100;
 
 /// A session id from the path; one that doesn't parse is simply not found.
 pub(crate) fn session_id(id: &str) -> Result<Uuid, ApiError> {
@@ -433,6 +472,9 @@ pub async fn cancel(
             .clone()
             .ok_or_else(|| ApiError::not_found("session"))
     };
+    if outcome == CancelOutcome::Cancelled {
+        start_queued(&state, principal.org_id).await;
+    }
     match outcome {
         CancelOutcome::Requested | CancelOutcome::Cancelled => {
             tracing::info!(%session_id, ?outcome, "cancel requested");
@@ -514,6 +556,8 @@ pub async fn approve(
             ));
         }
         ApprovalOutcome::Expired => {
+            // The session may just have failed `approval_expired`, freeing its slot.
+            start_queued(&state, principal.org_id).await;
             return Err(ApiError::client(
                 StatusCode::CONFLICT,
                 "approval_expired",
@@ -523,7 +567,7 @@ pub async fn approve(
         }
     };
     tracing::info!(%session_id, step = request.step, approved = request.approved, key_id = %principal.key_id, "approval recorded");
-    let job = StepJob::new(session_id, request.step, traceparent);
+    let job = StepJob::new(session_id, request.step, traceparent).of_org(principal.org_id);
     if let Err(e) = state.queue.push(job, Push::Resume).await {
         // The decision is recorded: the reconciler enqueues the step once Redis answers again.
         tracing::warn!(%session_id, error = %e, "cannot enqueue the approved step yet; the reconciler will");

@@ -90,6 +90,12 @@ fn rate_limit() -> String {
     std::env::var("AGENTQ_RATE_LIMIT_PER_SEC").unwrap_or_else(|_| "0".into())
 }
 
+/// The per-org cap on active sessions for benchmarks: off (they keep thousands of one org's
+/// sessions in flight), unless `AGENTQ_ORG_MAX_ACTIVE_SESSIONS` is set to measure with one.
+fn active_cap() -> String {
+    std::env::var("AGENTQ_ORG_MAX_ACTIVE_SESSIONS").unwrap_or_else(|_| "0".into())
+}
+
 impl Stack {
     /// The database, the prefix and the stand-in model; no process yet.
     pub async fn new(label: &str) -> anyhow::Result<Self> {
@@ -124,6 +130,7 @@ impl Stack {
             ("AGENTQ_SANDBOX", "off"),
             ("AGENTQ_LLM_ATTEMPTS", "1"),
             ("AGENTQ_RATE_LIMIT_PER_SEC", &rate_limit()),
+            ("AGENTQ_ORG_MAX_ACTIVE_SESSIONS", &active_cap()),
             ("RUST_LOG", "warn"),
         ];
         let env = with_tuning(env.map(|(k, v)| (k, v.to_owned())));
@@ -163,6 +170,7 @@ impl Stack {
             ("AGENTQ_SANDBOX", "off".into()),
             ("AGENTQ_LLM_ATTEMPTS", "1".into()),
             ("AGENTQ_RATE_LIMIT_PER_SEC", rate_limit()),
+            ("AGENTQ_ORG_MAX_ACTIVE_SESSIONS", active_cap()),
             ("RUST_LOG", "warn".into()),
         ];
         let env = with_tuning(env);

@@ -1,4 +1,4 @@
-use agentq_shared::store::{KeyInfo, NewKey, RateLimit, Store, StoreError};
+use agentq_shared::store::{ActiveCap, KeyInfo, NewKey, RateLimit, Store, StoreError};
 use anyhow::Context;
 
 use crate::args::{Admin, KeysCommand};
@@ -71,6 +71,29 @@ pub async fn run(command: Admin) -> anyhow::Result<()> {
                         println!("org {org}: {} requests/s, bursts of {}", l.per_sec, l.burst)
                     }
                     None => println!("org {org}: the deployment's default rate limit"),
+                },
+                Err(StoreError::NotFound(_)) => anyhow::bail!("no org is named {org:?}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Admin::Concurrency {
+            org,
+            max_active,
+            unlimited,
+            default: _,
+        } => {
+            let cap = match (max_active, unlimited) {
+                (Some(n), _) => Some(ActiveCap::AtMost(n)),
+                (None, true) => Some(ActiveCap::Unlimited),
+                (None, false) => None,
+            };
+            match store.set_org_active_cap(&org, cap).await {
+                Ok(()) => match cap {
+                    Some(ActiveCap::AtMost(n)) => {
+                        println!("org {org}: at most {n} active sessions; more wait queued")
+                    }
+                    Some(ActiveCap::Unlimited) => println!("org {org}: no cap on active sessions"),
+                    None => println!("org {org}: the deployment's default cap on active sessions"),
                 },
                 Err(StoreError::NotFound(_)) => anyhow::bail!("no org is named {org:?}"),
                 Err(e) => return Err(e.into()),

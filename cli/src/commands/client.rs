@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use agentq_shared::schemas::{
-    AgentRunRequest, AgentRunResponse, AgentSession, Message, OnApprovalTimeout,
+    AgentRunRequest, AgentRunResponse, AgentSession, IfBusy, Message, OnApprovalTimeout,
 };
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -120,6 +120,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             react_mode,
             approval_timeout,
             on_approval_timeout,
+            if_busy,
             follow,
             json,
         } => {
@@ -152,6 +153,11 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 on_approval_timeout: on_approval_timeout
                     .as_deref()
                     .and_then(OnApprovalTimeout::parse),
+                if_busy: match if_busy.as_deref() {
+                    Some("reject") => Some(IfBusy::Reject),
+                    Some(_) => Some(IfBusy::Queue),
+                    None => None,
+                },
             };
             client.start(&request, follow, json).await
         }

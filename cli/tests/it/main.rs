@@ -25,5 +25,6 @@ mod observe;
 mod openapi;
 mod sessions;
 mod sql;
+mod tenants;
 mod ui;
 mod web;

@@ -184,7 +184,8 @@ pub async fn fail_overdue(
         r#"UPDATE sessions SET status = 'failed', error_code = ?2, error_message = ?3,
                approval_expires_at = NULL, event_seq = event_seq + 2,
                version = version + 1, updated_at = ?1
-           WHERE status IN ('pending', 'running', 'awaiting_approval') AND deadline_at < ?1
+           WHERE status IN ('queued', 'pending', 'running', 'awaiting_approval')
+             AND deadline_at < ?1
              AND (lease_until IS NULL OR lease_until < ?1)
            RETURNING id AS "id!: Uuid", status AS "status!: String",
                next_step AS "next_step!: i64", final_answer AS "final_answer?: String",
@@ -250,7 +251,7 @@ pub async fn step_counts(db: impl SqliteExecutor<'_>) -> sqlx::Result<StepCounts
 pub async fn unfinished(db: impl SqliteExecutor<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "unfinished!: i64" FROM sessions
-           WHERE status IN ('pending', 'running', 'awaiting_approval')"#,
+           WHERE status IN ('queued', 'pending', 'running', 'awaiting_approval')"#,
     )
     .fetch_one(db)
     .await

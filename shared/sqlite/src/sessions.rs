@@ -37,13 +37,15 @@ pub async fn use_key(
 pub struct OrgLimit {
     pub rate_limit_per_sec: Option<i64>,
     pub rate_limit_burst: Option<i64>,
+    pub max_active_sessions: Option<i64>,
 }
 
 pub async fn org_limit(db: impl SqliteExecutor<'_>, org_id: Uuid) -> sqlx::Result<OrgLimit> {
     sqlx::query_as!(
         OrgLimit,
         r#"SELECT rate_limit_per_sec AS "rate_limit_per_sec?: i64",
-                  rate_limit_burst AS "rate_limit_burst?: i64"
+                  rate_limit_burst AS "rate_limit_burst?: i64",
+                  max_active_sessions AS "max_active_sessions?: i64"
            FROM orgs WHERE id = ?1"#,
         org_id,
     )
@@ -110,6 +112,21 @@ pub async fn set_rate_limit(
         name,
         per_sec,
         burst,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn set_active_cap(
+    db: impl SqliteExecutor<'_>,
+    name: &str,
+    max_active: Option<i64>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE orgs SET max_active_sessions = ?2 WHERE name = ?1",
+        name,
+        max_active,
     )
     .execute(db)
     .await?;
@@ -212,6 +229,8 @@ pub async fn insert_idempotency_key(
 pub struct NewSession<'a> {
     pub id: Uuid,
     pub org_id: Uuid,
+    /// `pending`, or `queued` for want of a slot.
+    pub status: &'a str,
     pub model: &'a str,
     /// The validated run, as JSON.
     pub request: &'a str,
@@ -219,26 +238,140 @@ pub struct NewSession<'a> {
     pub deadline_at: i64,
     pub created_at: i64,
     pub traceparent: Option<&'a str>,
+    pub max_active: Option<i64>,
 }
 
-/// Inserts the session, pending, with its first event's number taken.
+/// Inserts the session with its first event's number taken.
 pub async fn insert_session(db: impl SqliteExecutor<'_>, new: &NewSession<'_>) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO sessions (id, org_id, model, request, max_steps, deadline_at, created_at,
-                               updated_at, event_seq, traceparent)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 1, ?8)",
+        "INSERT INTO sessions (id, org_id, status, model, request, max_steps, deadline_at,
+                               created_at, updated_at, event_seq, traceparent, max_active)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 1, ?9, ?10)",
         new.id,
         new.org_id,
+        new.status,
         new.model,
         new.request,
         new.max_steps,
         new.deadline_at,
         new.created_at,
         new.traceparent,
+        new.max_active,
     )
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Whether the org has a free slot under `max_active`: fewer active sessions than that, and
+/// none queued before.
+pub async fn has_free_slot(
+    db: impl SqliteExecutor<'_>,
+    org_id: Uuid,
+    max_active: i64,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT NOT EXISTS (SELECT 1 FROM sessions WHERE org_id = ?1 AND status = 'queued')
+              AND (SELECT count(*) FROM sessions
+                   WHERE org_id = ?1 AND status IN ('pending', 'running', 'awaiting_approval'))
+                  < ?2 AS "free!: bool""#,
+        org_id,
+        max_active,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// The orgs with queued sessions (all, or just `org`).
+pub async fn orgs_with_queued(
+    db: impl SqliteExecutor<'_>,
+    org: Option<Uuid>,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT org_id AS "org_id!: Uuid" FROM sessions
+           WHERE status = 'queued' AND (?1 IS NULL OR org_id = ?1)
+           ORDER BY org_id"#,
+        org,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The org's active sessions (pending, running, awaiting approval).
+pub async fn active_count(db: impl SqliteExecutor<'_>, org_id: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!: i64" FROM sessions
+           WHERE org_id = ?1 AND status IN ('pending', 'running', 'awaiting_approval')"#,
+        org_id,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// A queued session and the cap it waits under.
+#[derive(Debug)]
+pub struct Queued {
+    pub id: Uuid,
+    pub max_active: Option<i64>,
+}
+
+/// The org's queued sessions, oldest first.
+pub async fn queued_of(db: impl SqliteExecutor<'_>, org_id: Uuid) -> sqlx::Result<Vec<Queued>> {
+    sqlx::query_as!(
+        Queued,
+        r#"SELECT id AS "id!: Uuid", max_active AS "max_active?: i64" FROM sessions
+           WHERE org_id = ?1 AND status = 'queued' ORDER BY created_at, id"#,
+        org_id,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// A queued session made `pending`, with its trace.
+#[derive(Debug)]
+pub struct Started {
+    pub head: Head,
+    pub traceparent: Option<String>,
+}
+
+/// Makes a queued session `pending`, taking its next event's number.
+pub async fn start_queued(
+    db: impl SqliteExecutor<'_>,
+    id: Uuid,
+    at: i64,
+) -> sqlx::Result<Option<Started>> {
+    let row = sqlx::query!(
+        r#"UPDATE sessions SET status = 'pending', event_seq = event_seq + 1,
+               version = version + 1, updated_at = ?2
+           WHERE id = ?1 AND status = 'queued'
+           RETURNING id AS "id!: Uuid", status AS "status!: String",
+               next_step AS "next_step!: i64", final_answer AS "final_answer?: String",
+               error_code AS "error_code?: String", error_message AS "error_message?: String",
+               cancel_requested AS "cancel_requested!: bool", version AS "version!: i64",
+               approval_expires_at AS "approval_expires_at?: i64",
+               updated_at AS "updated_at!: i64", event_seq AS "event_seq!: i64",
+               traceparent AS "traceparent?: String""#,
+        id,
+        at,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| Started {
+        head: Head {
+            id: r.id,
+            status: r.status,
+            next_step: r.next_step,
+            final_answer: r.final_answer,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            cancel_requested: r.cancel_requested,
+            version: r.version,
+            approval_expires_at: r.approval_expires_at,
+            updated_at: r.updated_at,
+            event_seq: r.event_seq,
+        },
+        traceparent: r.traceparent,
+    }))
 }
 
 /// A session a cancel is asked for, and whether no worker holds it at `at`.

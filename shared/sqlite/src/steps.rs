@@ -379,7 +379,7 @@ pub async fn finish(
                lease_owner = NULL, lease_until = NULL, approval_expires_at = NULL,
                event_seq = event_seq + 2, version = version + 1, updated_at = ?7
            WHERE id = ?1 AND (?6 IS NULL OR fence = ?6)
-             AND status IN ('pending', 'running', 'awaiting_approval')
+             AND status IN ('queued', 'pending', 'running', 'awaiting_approval')
            RETURNING id AS "id!: Uuid", status AS "status!: String",
                next_step AS "next_step!: i64", final_answer AS "final_answer?: String",
                error_code AS "error_code?: String", error_message AS "error_message?: String",

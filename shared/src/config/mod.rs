@@ -280,6 +280,9 @@ pub struct ApiConfig {
     /// `AGENTQ_RATE_LIMIT_BURST` [200]); `None` when `AGENTQ_RATE_LIMIT_PER_SEC=0` turns limits
     /// off (orgs' own limits too).
     pub rate_limit: Option<crate::store::RateLimit>,
+    /// How many sessions each org may have active (pending, running or awaiting approval) at
+    /// once unless it has its own cap (`AGENTQ_ORG_MAX_ACTIVE_SESSIONS` [100]; 0: no cap).
+    pub org_max_active_sessions: crate::store::ActiveCap,
 }
 
 /// `AGENTQ_ADMIN_LISTEN` and `AGENTQ_ADMIN_TOKEN`.
@@ -353,6 +356,14 @@ impl ApiConfig {
                     per_sec,
                     burst: burst.max(1),
                 })
+            },
+            org_max_active_sessions: match env.parsed(
+                "AGENTQ_ORG_MAX_ACTIVE_SESSIONS",
+                100u32,
+                "a number of sessions (0: no cap)",
+            )? {
+                0 => crate::store::ActiveCap::Unlimited,
+                n => crate::store::ActiveCap::AtMost(n),
             },
             react_mode: match env.raw("AGENTQ_REACT_MODE").as_deref().map(str::trim) {
                 None | Some("native") => crate::schemas::ReactMode::Native,

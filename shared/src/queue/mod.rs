@@ -32,6 +32,9 @@ pub struct StepJob {
     /// The session's trace (W3C `traceparent`), so every step joins it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The session's org, so the queue can share its workers among orgs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<Uuid>,
 }
 
 impl StepJob {
@@ -40,7 +43,14 @@ impl StepJob {
             session_id,
             step,
             traceparent,
+            org_id: None,
         }
+    }
+
+    /// The job, as one of `org_id`'s.
+    pub fn of_org(mut self, org_id: Uuid) -> Self {
+        self.org_id = Some(org_id);
+        self
     }
 }
 
@@ -360,6 +370,23 @@ impl StepQueue {
             step,
             message,
         })
+    }
+
+    /// Queues the first step of each session just given a slot (`Store::promote_queued`). A
+    /// push that fails is left to the reconciler, which repairs any pending session whose job
+    /// was lost; returns how many were queued.
+    pub async fn start_promoted(&self, promoted: &[crate::store::Promoted]) -> usize {
+        let mut queued = 0;
+        for p in promoted {
+            let job =
+                StepJob::new(p.head.id, p.head.next_step, p.traceparent.clone()).of_org(p.org_id);
+            match self.push(job, Push::Next).await {
+                Ok(()) => queued += 1,
+                Err(e) => tracing::warn!(session_id = %p.head.id, error = %e,
+                    "cannot queue a started session's first step yet; the reconciler will"),
+            }
+        }
+        queued
     }
 
     /// When a worker should fetch: every `poll_interval`, and at once when a push is announced.

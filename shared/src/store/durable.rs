@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::error::StoreResult;
 use super::model::{
-    ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, KeyInfo,
-    LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, Principal, RateLimit,
-    Repair, SessionState, Spend, StepRecord, Summary,
+    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, KeyInfo,
+    LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, Principal, Promoted,
+    RateLimit, Repair, SessionState, Spend, StepRecord, Summary,
 };
 use crate::schemas::StepApproval;
 use crate::schemas::{SessionEvent, SessionSummary};
@@ -88,9 +88,18 @@ pub trait Durable: Send + Sync {
     async fn revoke_api_key(&self, id: Uuid) -> StoreResult<bool>;
     /// Sets (or with `None` clears) an org's own API rate limit; false when no org has that name.
     async fn set_org_rate_limit(&self, org: &str, limit: Option<RateLimit>) -> StoreResult<bool>;
+    /// Sets (or with `None` clears) an org's own cap on active sessions; false when no org has
+    /// that name.
+    async fn set_org_active_cap(&self, org: &str, cap: Option<ActiveCap>) -> StoreResult<bool>;
 
     // Sessions, for the API.
+    /// Creates the session `pending`, or `queued` when it has a cap (`max_active`) and its org
+    /// has that many sessions active or any queued: counted and written under a lock on the
+    /// org, so the cap holds across API processes.
     async fn create_session(&self, new: &NewSession) -> StoreResult<Created>;
+    /// Starts queued sessions, oldest first, while their org has fewer active sessions than
+    /// the cap each was created under: of `org`, or of every org; at most `limit`.
+    async fn promote_queued(&self, org: Option<Uuid>, limit: i64) -> StoreResult<Vec<Promoted>>;
     async fn load(&self, id: Uuid) -> StoreResult<Option<SessionState>>;
     async fn request_cancel(&self, id: Uuid, org_id: Uuid) -> StoreResult<Cancelled>;
     async fn decide_approval(&self, decision: &ApprovalDecision) -> StoreResult<Approved>;
@@ -168,7 +177,7 @@ pub trait Durable: Send + Sync {
 
     // Operators' views.
     async fn summary(&self) -> StoreResult<Summary>;
-    /// Sessions not yet finished (pending, running, awaiting approval).
+    /// Sessions not yet finished (queued, pending, running, awaiting approval).
     async fn unfinished(&self) -> StoreResult<u64>;
     async fn lease_holder(&self, id: Uuid) -> StoreResult<Option<String>>;
 

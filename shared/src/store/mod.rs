@@ -38,9 +38,10 @@ pub use durable::{Durable, Leadership};
 pub use error::{StoreError, StoreResult};
 pub use hot::{ChangeFeed, HotCopy, NoHotCopy};
 pub use model::{
-    ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending, Head,
-    IdempotencyKey, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession,
-    Principal, RateLimit, Repair, SessionRecord, SessionState, Spend, StepRecord, StepRun, Summary,
+    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending,
+    Head, IdempotencyKey, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey,
+    NewSession, Principal, Promoted, RateLimit, Repair, SessionRecord, SessionState, Spend,
+    StepRecord, StepRun, Summary,
 };
 pub use postgres::MIGRATOR;
 pub use redis::RedisHotCopy;

@@ -17,8 +17,42 @@ pub struct Principal {
     pub key_id: Uuid,
     /// The org's own API rate limit, when it has one (else the deployment's default).
     pub rate_limit: Option<RateLimit>,
+    /// The org's own cap on active sessions, when it has one (else the deployment's default).
+    pub active_cap: Option<ActiveCap>,
     /// When the key stops working, if it expires.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// How many sessions an org may have active (pending, running or awaiting approval) at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveCap {
+    Unlimited,
+    AtMost(u32),
+}
+
+impl ActiveCap {
+    /// The org's column: NULL for the deployment's default, 0 for no cap, else the cap.
+    pub fn from_column(max_active: Option<i64>) -> Option<Self> {
+        match max_active? {
+            0 => Some(Self::Unlimited),
+            n => u32::try_from(n).ok().filter(|n| *n > 0).map(Self::AtMost),
+        }
+    }
+
+    pub fn to_column(self) -> i64 {
+        match self {
+            Self::Unlimited => 0,
+            Self::AtMost(n) => i64::from(n),
+        }
+    }
+
+    /// The cap a create applies: `None` when there is none.
+    pub fn limit(self) -> Option<u32> {
+        match self {
+            Self::Unlimited => None,
+            Self::AtMost(n) => Some(n),
+        }
+    }
 }
 
 /// A key to make: its org (created if new), a name people know it by, and when it expires.
@@ -69,6 +103,9 @@ pub struct NewSession {
     pub created_at: DateTime<Utc>,
     /// The trace the session's steps join (W3C `traceparent`).
     pub traceparent: Option<String>,
+    /// The most sessions its org may have active: over it the session is created `queued` (or,
+    /// with `if_busy: reject`, not at all). `None`: no cap.
+    pub max_active: Option<u32>,
 }
 
 impl NewSession {
@@ -93,6 +130,7 @@ impl NewSession {
             idempotency,
             created_at: micros(now),
             traceparent: None,
+            max_active: None,
         }
     }
 }
@@ -107,7 +145,12 @@ pub struct IdempotencyKey {
 /// How `create_session` went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
+    /// Created `pending`: its first step can be queued.
     New,
+    /// Created `queued`: its org has no free slot; it starts when one frees up.
+    Queued,
+    /// Not created: its org has no free slot and the request asked to be refused then.
+    Busy,
     /// The key was used before with the same request: that session.
     Existing(Uuid),
     /// The key was used before with a different request.
@@ -160,6 +203,14 @@ pub struct Head {
     pub version: i64,
     pub approval_expires_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A queued session given a free slot of its org: now `pending`, its first step to be queued.
+#[derive(Debug, Clone)]
+pub struct Promoted {
+    pub head: Head,
+    pub org_id: Uuid,
+    pub traceparent: Option<String>,
 }
 
 /// One step as stored.

@@ -9,8 +9,8 @@ use super::durable::{Approved, Cancelled};
 use super::error::{StoreError, StoreResult};
 use super::hot::ChangeFeed;
 use super::model::{
-    ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, KeyInfo, ListQuery, NewKey,
-    NewSession, Principal, RateLimit, SessionRecord, SessionState,
+    ActiveCap, ApprovalDecision, ApprovalOutcome, CancelOutcome, Created, KeyInfo, ListQuery,
+    NewKey, NewSession, Principal, Promoted, RateLimit, SessionRecord, SessionState,
 };
 use super::{Store, view};
 use crate::schemas::{AgentSession, SessionEvent, SessionStatus, SessionSummary};
@@ -102,17 +102,34 @@ impl Store {
         }
     }
 
-    /// Writes a new session and its snapshot (`pending`, no steps). With an idempotency key, the
-    /// key's first use wins and a repeat returns the first session (or `KeyReused`).
+    /// Sets (or with `None` clears) an org's own cap on active sessions; `NotFound` when no org
+    /// has that name. API processes apply it when they next verify the org's keys (within
+    /// `AGENTQ_AUTH_CACHE_SECS`).
+    pub async fn set_org_active_cap(&self, org: &str, cap: Option<ActiveCap>) -> StoreResult<()> {
+        if self.durable.set_org_active_cap(org, cap).await? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound("org"))
+        }
+    }
+
+    /// Writes a new session and its snapshot (`pending`, or `queued` when its org has no free
+    /// slot; no steps). With an idempotency key, the key's first use wins and a repeat returns
+    /// the first session (or `KeyReused`).
     #[tracing::instrument(skip_all, fields(session_id = %new.id))]
     pub async fn create_session(&self, new: NewSession) -> StoreResult<Created> {
         let created = self.durable.create_session(&new).await?;
-        if created == Created::New {
+        let status = match created {
+            Created::New => SessionStatus::Pending,
+            Created::Queued => SessionStatus::Queued,
+            Created::Busy | Created::Existing(_) | Created::KeyReused => return Ok(created),
+        };
+        {
             let state = SessionState {
                 record: SessionRecord {
                     id: new.id,
                     org_id: new.org_id,
-                    status: SessionStatus::Pending,
+                    status,
                     run: new.run,
                     next_step: 0,
                     final_answer: None,
@@ -171,6 +188,21 @@ impl Store {
         let session = view::session(&state);
         self.hot.put(&session).await;
         Ok(Some(session))
+    }
+
+    /// Starts queued sessions whose org has a free slot, oldest first: of `org`, or of every
+    /// org; at most `limit`. Each is `pending` after, with its snapshot; the caller queues
+    /// their first steps (a lost push is repaired by the reconciler, like any other).
+    pub async fn promote_queued(
+        &self,
+        org: Option<Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<Promoted>> {
+        let promoted = self.durable.promote_queued(org, limit).await?;
+        for p in &promoted {
+            self.catch_up(&p.head, |_| {}).await;
+        }
+        Ok(promoted)
     }
 
     /// Cancels an unfinished session of this org. Returns the session as it is after.

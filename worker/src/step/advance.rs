@@ -11,7 +11,8 @@ use crate::Context;
 pub async fn advance(ctx: &Context, run: &mut StepRun) -> anyhow::Result<()> {
     ctx.store.advance(run).await?;
     metrics::counter!("agentq_steps_total", "outcome" => "advanced").increment(1);
-    let next = StepJob::new(run.session_id(), run.step + 1, run.traceparent.clone());
+    let next = StepJob::new(run.session_id(), run.step + 1, run.traceparent.clone())
+        .of_org(run.state.record.org_id);
     ctx.queue.push(next, Push::Next).await?;
     tracing::debug!("step done; the next one is queued");
     Ok(())

@@ -1,6 +1,7 @@
 //! The one place a session ends: completed with its answer, failed with a `FailureCode`, or
 //! cancelled. A decision that ends the session (a final answer, or unusable output kept for the
-//! record) is stored in the same write as the ending.
+//! record) is stored in the same write as the ending. The slot the session held under its org's
+//! cap goes to the org's oldest queued session.
 
 use agentq_shared::store::{Decision, Ending, LlmCallRecord, StepRun};
 
@@ -44,8 +45,28 @@ pub async fn finish(ctx: &Context, run: &mut StepRun, finish: Finish) -> anyhow:
         metrics::counter!("agentq_steps_total", "outcome" => "ended").increment(1);
         let code = record.error.as_ref().map(|e| e.code.as_str());
         tracing::info!(status = %record.status, %wanted, code, "session finished");
+        start_queued(ctx, record.org_id).await;
     } else {
         tracing::debug!(%wanted, "the session had already ended");
     }
     Ok(())
+}
+
+/// The most queued sessions one session's end starts (its slot frees one; more catch up).
+const PROMOTE_AT_ONCE: i64 = 100;
+
+/// Gives the slot the session held to its org's oldest queued session, if any, and queues its
+/// first step. Best effort: the reconciler starts any session this misses.
+pub async fn start_queued(ctx: &Context, org_id: uuid::Uuid) {
+    match ctx
+        .store
+        .promote_queued(Some(org_id), PROMOTE_AT_ONCE)
+        .await
+    {
+        Ok(promoted) => {
+            ctx.queue.start_promoted(&promoted).await;
+        }
+        Err(e) => tracing::warn!(%org_id, error = %e,
+            "cannot start queued sessions yet; the reconciler will"),
+    }
 }

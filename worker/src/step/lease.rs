@@ -17,6 +17,7 @@ pub async fn take(ctx: &Context, job: StepJob) -> anyhow::Result<Option<StepRun>
         session_id: id,
         step: n,
         traceparent,
+        org_id,
     } = job;
     let owner = format!("{}/{}", ctx.worker_name, Uuid::new_v4().simple());
     let ttl = ctx.config.durability.lease_ttl;
@@ -37,7 +38,8 @@ pub async fn take(ctx: &Context, job: StepJob) -> anyhow::Result<Option<StepRun>
                 if n + 1 == next_step {
                     // Crashed after advancing but before the push: push again (a no-op if it
                     // was pushed).
-                    let next = StepJob::new(id, next_step, traceparent);
+                    let mut next = StepJob::new(id, next_step, traceparent);
+                    next.org_id = org_id;
                     ctx.queue.push(next, Push::Next).await?;
                 }
                 tracing::debug!(next_step, "not the current step; duplicate job acked");

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::super::error::StoreResult;
-use super::super::model::{KeyInfo, NewKey, Principal, RateLimit};
+use super::super::model::{ActiveCap, KeyInfo, NewKey, Principal, RateLimit};
 use super::super::storable;
 
 /// The owner of a live key (not revoked, not expired), marking it used.
@@ -15,7 +15,8 @@ pub(super) async fn principal(pool: &PgPool, key_hash: &str) -> StoreResult<Opti
          FROM orgs o
          WHERE o.id = k.org_id AND k.key_hash = $1 AND k.revoked_at IS NULL
            AND (k.expires_at IS NULL OR k.expires_at > now())
-         RETURNING k.org_id, k.id AS key_id, k.expires_at, o.rate_limit_per_sec, o.rate_limit_burst",
+         RETURNING k.org_id, k.id AS key_id, k.expires_at, o.rate_limit_per_sec, o.rate_limit_burst,
+                   o.max_active_sessions",
         key_hash,
     )
     .fetch_optional(pool)
@@ -27,6 +28,7 @@ pub(super) async fn principal(pool: &PgPool, key_hash: &str) -> StoreResult<Opti
             r.rate_limit_per_sec.map(i64::from),
             r.rate_limit_burst.map(i64::from),
         ),
+        active_cap: ActiveCap::from_column(r.max_active_sessions.map(i64::from)),
         expires_at: r.expires_at,
     }))
 }
@@ -46,6 +48,25 @@ pub(super) async fn set_rate_limit(
         org,
         per_sec,
         burst,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(updated > 0)
+}
+
+/// Sets (or with `None` clears) the org's own cap on active sessions; false when there is no
+/// such org.
+pub(super) async fn set_active_cap(
+    pool: &PgPool,
+    org: &str,
+    cap: Option<ActiveCap>,
+) -> StoreResult<bool> {
+    let column = cap.map(|c| c.to_column().min(i64::from(i32::MAX)) as i32);
+    let updated = sqlx::query!(
+        "UPDATE orgs SET max_active_sessions = $2 WHERE name = $1",
+        org,
+        column,
     )
     .execute(pool)
     .await?
@@ -89,6 +110,7 @@ pub(super) async fn create(
         org_id,
         key_id,
         rate_limit: None,
+        active_cap: None,
         expires_at: key.expires_at,
     })
 }

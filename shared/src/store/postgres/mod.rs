@@ -25,9 +25,9 @@ use super::counters::Counters;
 use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Leadership};
 use super::error::{StoreError, StoreResult};
 use super::model::{
-    ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease,
-    ListQuery, LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState,
-    Spend, Summary,
+    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval,
+    Lease, ListQuery, LlmCallRecord, NewKey, NewSession, Principal, Promoted, RateLimit, Repair,
+    SessionState, Spend, Summary,
 };
 
 /// The migrations in `migrations/` (tests apply them down and up again).
@@ -141,15 +141,25 @@ impl Durable for PgDurable {
         keys::set_rate_limit(&self.pool, org, limit).await
     }
 
+    async fn set_org_active_cap(&self, org: &str, cap: Option<ActiveCap>) -> StoreResult<bool> {
+        keys::set_active_cap(&self.pool, org, cap).await
+    }
+
     async fn create_session(&self, new: &NewSession) -> StoreResult<Created> {
         self.count("create_session");
-        let created = sessions::create(&self.pool, new).await?;
-        if created.is_none() {
-            // A concurrent request with the same key won the race: read what it made.
-            self.count("create_session");
-            return sessions::prior(&self.pool, new).await;
+        match sessions::create(&self.pool, new).await? {
+            Some(created) => Ok(created),
+            None => {
+                // The key was claimed before (or by a concurrent request): read what it made.
+                self.count("create_session");
+                sessions::prior(&self.pool, new).await
+            }
         }
-        Ok(Created::New)
+    }
+
+    async fn promote_queued(&self, org: Option<Uuid>, limit: i64) -> StoreResult<Vec<Promoted>> {
+        self.count("promote_queued");
+        sessions::promote_queued(&self.pool, org, limit).await
     }
 
     async fn load(&self, id: Uuid) -> StoreResult<Option<SessionState>> {

@@ -169,7 +169,8 @@ pub(super) async fn fail_overdue(pool: &PgPool) -> StoreResult<Vec<Head>> {
                    error_message = 'the session did not finish before its deadline',
                    approval_expires_at = NULL, event_seq = event_seq + 2,
                    version = version + 1, updated_at = now()
-               WHERE status IN ('pending', 'running', 'awaiting_approval') AND deadline_at < now()
+               WHERE status IN ('queued', 'pending', 'running', 'awaiting_approval')
+                 AND deadline_at < now()
                  AND (lease_until IS NULL OR lease_until < now())
                RETURNING id, status, next_step, final_answer, error_code, error_message,
                          cancel_requested, version, approval_expires_at, updated_at, event_seq
@@ -235,7 +236,7 @@ pub(super) async fn summary(pool: &PgPool) -> StoreResult<Summary> {
 pub(super) async fn unfinished(pool: &PgPool) -> StoreResult<u64> {
     let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM sessions
-           WHERE status IN ('pending', 'running', 'awaiting_approval')"#
+           WHERE status IN ('queued', 'pending', 'running', 'awaiting_approval')"#
     )
     .fetch_one(pool)
     .await?;

@@ -8,42 +8,29 @@ use uuid::Uuid;
 use super::super::durable::{Approved, Cancelled};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
-    ApprovalDecision, ApprovalOutcome, Created, ListQuery, NewSession, SessionState, StepRecord,
-    Window,
+    ApprovalDecision, ApprovalOutcome, Created, ListQuery, NewSession, Promoted, SessionState,
+    StepRecord, Window,
 };
 use super::super::storable;
 use super::encode;
 use super::rows::{HeadRow, SessionRow, SpendRow, state, status};
 use crate::schemas::{
-    EventKind, SessionEvent, SessionStatus, SessionSummary, StepApproval, ValidatedRun,
+    EventKind, IfBusy, SessionEvent, SessionStatus, SessionSummary, StepApproval, ValidatedRun,
 };
 
-/// Inserts the session, claiming its idempotency key in the same statement. `None` when the key
-/// was already claimed (the session is then not created).
-pub(super) async fn create(pool: &PgPool, new: &NewSession) -> StoreResult<Option<()>> {
+/// Inserts the session, claiming its idempotency key, in one call (`agentq_create_session`,
+/// which counts the org's active sessions under a lock on the org when the session has a cap).
+/// `None` when the key was already claimed (the session is then not created).
+pub(super) async fn create(pool: &PgPool, new: &NewSession) -> StoreResult<Option<Created>> {
     let request = storable::to_json(&new.run).map_err(encode)?;
     let model = storable::text(&new.run.model);
     let (key, hash) = match &new.idempotency {
         Some(k) => (Some(k.key.as_str()), Some(k.request_hash.as_str())),
         None => (None, None),
     };
-    let created = sqlx::query_scalar!(
-        r#"WITH claim AS (
-               INSERT INTO idempotency_keys (org_id, key, request_hash, session_id)
-               SELECT $2, $7, $8, $1 WHERE $7::text IS NOT NULL
-               ON CONFLICT (org_id, key) DO NOTHING
-               RETURNING session_id
-           ), created AS (
-               INSERT INTO sessions (id, org_id, model, request, max_steps, deadline_at,
-                                     created_at, updated_at, event_seq, traceparent)
-               SELECT $1, $2, $3, $4, $5, $6, $9, $9, 1, $10
-               WHERE $7::text IS NULL OR EXISTS (SELECT 1 FROM claim)
-               RETURNING id
-           ), event AS (
-               INSERT INTO session_events (session_id, seq, kind, data, created_at)
-               SELECT id, 1, 'status', '{"status": "pending", "error": null}'::jsonb, $9 FROM created
-           )
-           SELECT EXISTS (SELECT 1 FROM created) AS "created!""#,
+    let max_active = new.max_active.map(|n| n.min(i32::MAX as u32) as i32);
+    let status = sqlx::query_scalar!(
+        r#"SELECT agentq_create_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
         new.id,
         new.org_id,
         model.as_ref(),
@@ -54,10 +41,58 @@ pub(super) async fn create(pool: &PgPool, new: &NewSession) -> StoreResult<Optio
         hash,
         new.created_at,
         new.traceparent,
+        max_active,
+        new.run.if_busy == IfBusy::Queue,
     )
     .fetch_one(pool)
     .await?;
-    Ok(created.then_some(()))
+    Ok(match status.as_deref() {
+        None => None,
+        Some("busy") => Some(Created::Busy),
+        Some("queued") => Some(Created::Queued),
+        Some(_) => Some(Created::New),
+    })
+}
+
+/// Starts queued sessions whose org has a free slot (`agentq_promote_queued`).
+pub(super) async fn promote_queued(
+    pool: &PgPool,
+    org: Option<Uuid>,
+    limit: i64,
+) -> StoreResult<Vec<Promoted>> {
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id!", status AS "status!", next_step AS "next_step!", final_answer,
+                  error_code, error_message, cancel_requested AS "cancel_requested!",
+                  version AS "version!", approval_expires_at, updated_at AS "updated_at!",
+                  org_id AS "org_id!", traceparent
+           FROM agentq_promote_queued($1, $2)"#,
+        org,
+        limit.clamp(0, i64::from(i32::MAX)) as i32,
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let head = HeadRow {
+                id: r.id,
+                status: r.status,
+                next_step: r.next_step,
+                final_answer: r.final_answer,
+                error_code: r.error_code,
+                error_message: r.error_message,
+                cancel_requested: r.cancel_requested,
+                version: r.version,
+                approval_expires_at: r.approval_expires_at,
+                updated_at: r.updated_at,
+            }
+            .head()?;
+            Ok(Promoted {
+                head,
+                org_id: r.org_id,
+                traceparent: r.traceparent,
+            })
+        })
+        .collect()
 }
 
 /// The session an already claimed key points to, or `KeyReused` for another request.
@@ -129,7 +164,7 @@ pub(super) async fn cancel(
                            OR lease_until < now()) AS idle
                FROM sessions
                WHERE id = $1 AND org_id = $2
-                 AND status IN ('pending', 'running', 'awaiting_approval')
+                 AND status IN ('queued', 'pending', 'running', 'awaiting_approval')
                FOR UPDATE)
            , head AS (
                UPDATE sessions s SET cancel_requested = true,

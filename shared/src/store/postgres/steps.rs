@@ -456,7 +456,7 @@ pub(super) async fn end(
                    lease_owner = NULL, lease_until = NULL, approval_expires_at = NULL,
                    event_seq = event_seq + 2, version = version + 1, updated_at = now()
                WHERE id = $1 AND ($6::bigint IS NULL OR fence = $6)
-                 AND status IN ('pending', 'running', 'awaiting_approval')
+                 AND status IN ('queued', 'pending', 'running', 'awaiting_approval')
                RETURNING id, status, next_step, final_answer, error_code, error_message,
                          cancel_requested, version, approval_expires_at, updated_at, event_seq
            ), events AS (

@@ -31,9 +31,9 @@ use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Le
 use super::error::{StoreError, StoreResult};
 use super::hot::{ChangeFeed, Feeds};
 use super::model::{
-    ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease,
-    ListQuery, LlmCallRecord, NewKey, NewSession, Principal, RateLimit, Repair, SessionState,
-    Spend, Summary,
+    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval,
+    Lease, ListQuery, LlmCallRecord, NewKey, NewSession, Principal, Promoted, RateLimit, Repair,
+    SessionState, Spend, Summary,
 };
 
 /// The migrations in `migrations/sqlite/`.
@@ -213,12 +213,30 @@ impl Durable for SqliteDurable {
         Ok(found)
     }
 
+    async fn set_org_active_cap(&self, org: &str, cap: Option<ActiveCap>) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let found = sessions::set_active_cap(&mut tx, org, cap).await?;
+        tx.commit().await?;
+        Ok(found)
+    }
+
     async fn create_session(&self, new: &NewSession) -> StoreResult<Created> {
         self.count("create_session");
         let mut tx = self.write().await?;
         let created = sessions::create(&mut tx, new).await?;
         tx.commit().await?;
         Ok(created)
+    }
+
+    async fn promote_queued(&self, org: Option<Uuid>, limit: i64) -> StoreResult<Vec<Promoted>> {
+        self.count("promote_queued");
+        let mut tx = self.write().await?;
+        let promoted = sessions::promote_queued(&mut tx, org, limit).await?;
+        tx.commit().await?;
+        for p in &promoted {
+            self.changed(&p.head);
+        }
+        Ok(promoted)
     }
 
     async fn load(&self, id: Uuid) -> StoreResult<Option<SessionState>> {

@@ -10,13 +10,15 @@ use uuid::Uuid;
 use super::super::durable::{Approved, Cancelled};
 use super::super::error::{StoreError, StoreResult};
 use super::super::model::{
-    ApprovalDecision, ApprovalOutcome, Created, Ending, KeyInfo, ListQuery, LlmCallRecord, NewKey,
-    NewSession, Principal, RateLimit, Spend, Window,
+    ActiveCap, ApprovalDecision, ApprovalOutcome, Created, Ending, KeyInfo, ListQuery,
+    LlmCallRecord, NewKey, NewSession, Principal, Promoted, RateLimit, Spend, Window,
 };
 use super::super::storable;
 use super::rows::{self, append_events, head, status};
 use super::{encode, now, steps, time};
-use crate::schemas::{EventKind, SessionEvent, SessionStatus, SessionSummary, StepApproval};
+use crate::schemas::{
+    EventKind, IfBusy, SessionEvent, SessionStatus, SessionSummary, StepApproval,
+};
 
 /// The owner of a live key, marking it used.
 pub(super) async fn principal(
@@ -31,6 +33,7 @@ pub(super) async fn principal(
         org_id: key.org_id,
         key_id: key.id,
         rate_limit: RateLimit::from_columns(org.rate_limit_per_sec, org.rate_limit_burst),
+        active_cap: ActiveCap::from_column(org.max_active_sessions),
         expires_at: key.expires_at.map(time),
     }))
 }
@@ -74,6 +77,16 @@ pub(super) async fn set_rate_limit(
     Ok(stmt::set_rate_limit(&mut *conn, org, per_sec, burst).await? > 0)
 }
 
+/// Sets (or with `None` clears) the org's own cap on active sessions; false when there is no
+/// such org.
+pub(super) async fn set_active_cap(
+    conn: &mut SqliteConnection,
+    org: &str,
+    cap: Option<ActiveCap>,
+) -> StoreResult<bool> {
+    Ok(stmt::set_active_cap(&mut *conn, org, cap.map(ActiveCap::to_column)).await? > 0)
+}
+
 pub(super) async fn create_api_key(
     conn: &mut SqliteConnection,
     key: &NewKey,
@@ -99,6 +112,7 @@ pub(super) async fn create_api_key(
         org_id,
         key_id,
         rate_limit: None,
+        active_cap: None,
         expires_at: key.expires_at,
     })
 }
@@ -115,12 +129,29 @@ pub(super) async fn create(conn: &mut SqliteConnection, new: &NewSession) -> Sto
             Created::KeyReused
         });
     }
+    // The transaction is the database's one writer, so the count below is exact until it
+    // commits: the cap holds across processes on the file.
+    let max_active = new.max_active.map(i64::from);
+    let free = match max_active {
+        Some(cap) => stmt::has_free_slot(&mut *conn, new.org_id, cap).await?,
+        None => true,
+    };
+    if !free && new.run.if_busy == IfBusy::Reject {
+        return Ok(Created::Busy);
+    }
+    let initial = if free {
+        SessionStatus::Pending
+    } else {
+        SessionStatus::Queued
+    };
     let request = storable::to_json(&new.run).map_err(encode)?.to_string();
     let model = storable::text(&new.run.model);
     let created_at = super::micros(new.created_at);
     let row = stmt::NewSession {
         id: new.id,
         org_id: new.org_id,
+        status: initial.as_str(),
+        max_active,
         model: &model,
         request: &request,
         max_steps: i64::from(new.run.max_steps),
@@ -140,9 +171,42 @@ pub(super) async fn create(conn: &mut SqliteConnection, new: &NewSession) -> Sto
         )
         .await?;
     }
-    let pending = json!({"status": "pending", "error": null});
-    append_events(conn, new.id, 1, &[("status", &pending)], created_at).await?;
-    Ok(Created::New)
+    let event = json!({"status": initial.as_str(), "error": null});
+    append_events(conn, new.id, 1, &[("status", &event)], created_at).await?;
+    Ok(if free { Created::New } else { Created::Queued })
+}
+
+/// Starts queued sessions (of `org`, or of every org), oldest first, while their org has fewer
+/// active sessions than the cap each was created under; at most `limit`.
+pub(super) async fn promote_queued(
+    conn: &mut SqliteConnection,
+    org: Option<Uuid>,
+    limit: i64,
+) -> StoreResult<Vec<Promoted>> {
+    let mut promoted = Vec::new();
+    let started = json!({"status": "pending", "error": null});
+    for org_id in stmt::orgs_with_queued(&mut *conn, org).await? {
+        let mut active = stmt::active_count(&mut *conn, org_id).await?;
+        for queued in stmt::queued_of(&mut *conn, org_id).await? {
+            if promoted.len() as i64 >= limit || active >= queued.max_active.unwrap_or(i64::MAX) {
+                break;
+            }
+            let at = now();
+            let Some(row) = stmt::start_queued(&mut *conn, queued.id, at).await? else {
+                continue;
+            };
+            let traceparent = row.traceparent;
+            let (head, seq) = head(row.head)?;
+            append_events(conn, head.id, seq, &[("status", &started)], at).await?;
+            promoted.push(Promoted {
+                head,
+                org_id,
+                traceparent,
+            });
+            active += 1;
+        }
+    }
+    Ok(promoted)
 }
 
 /// Cancels an unfinished session of this org: at once when no worker holds it (awaiting
