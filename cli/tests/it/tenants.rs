@@ -170,6 +170,71 @@ async fn the_cap_holds_across_two_apis_and_three_workers_under_a_burst() {
     );
 }
 
+/// The most steps of a backlogged org that may run while another org's two-step session
+/// runs: per step of it, one turn of the round-robin plus the worker's room (2) and what its
+/// steps in flight hold (2), with slack for the poll tick. First in, first out, it would be
+/// the whole backlog (200).
+const FAIR_BOUND: i64 = 20;
+
+/// Fair share: with one org holding 200 waiting sessions, another org's new session does not
+/// wait behind them: while it runs, the backlogged org gets at most `FAIR_BOUND` steps.
+#[tokio::test]
+async fn another_orgs_session_does_not_wait_behind_one_orgs_backlog() {
+    let mut env = TestEnv::new().await;
+    env.set("AGENTQ_ORG_MAX_ACTIVE_SESSIONS", "0");
+    env.set("AGENTQ_RATE_LIMIT_PER_SEC", "0");
+    env.set("AGENTQ_WORKER_CONCURRENCY", "2");
+    env.start_api().await;
+    let crowd = env.key("crowd-org").await;
+    let single = env.key("single-org").await;
+    let pg = env.pg().clone();
+    // The backlog: 200 two-step sessions, all their first steps waiting before a worker runs.
+    for batch in 0..4 {
+        let questions: Vec<String> = (0..50).map(|i| format!("crowd {batch}-{i}")).collect();
+        let creates = questions.iter().map(|q| env.run(&crowd, q, json!({})));
+        futures::future::join_all(creates).await;
+    }
+    env.start_worker();
+    // Once the worker is well into the backlog, the other org's session arrives.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (done,): (i64,) = sqlx::query_as("SELECT count(*) FROM steps")
+            .fetch_one(&pg)
+            .await
+            .unwrap();
+        if done >= 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = env.run(&single, "a single question", json!({})).await;
+    let done = env.wait_status(&single, id, SessionStatus::Completed).await;
+    assert_eq!(done.steps.len(), 2);
+    let (during, waiting): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM steps st JOIN sessions c ON c.id = st.session_id
+                 WHERE c.org_id = o.org_id AND st.decided_at > s.created_at
+                   AND st.decided_at < s.updated_at),
+                (SELECT count(*) FROM sessions c WHERE c.org_id = o.org_id
+                   AND c.status NOT IN ('completed', 'failed', 'cancelled'))
+         FROM sessions s,
+              (SELECT id AS org_id FROM orgs WHERE name = 'crowd-org') o
+         WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    println!(
+        "the backlogged org ran {during} steps while the other's session ran; {waiting} of its sessions still unfinished"
+    );
+    assert!(
+        during <= FAIR_BOUND,
+        "the backlogged org ran {during} steps (bound {FAIR_BOUND}) while the other's ran"
+    );
+    assert!(waiting >= 100, "the backlog was still there ({waiting})");
+}
+
 /// Past the cap a session waits `queued` (visible to polls and events), `if_busy: reject`
 /// refuses instead with 429 `concurrency_limited`, a queued session can be cancelled, and the
 /// rest start in order as slots free; an org's own cap (`agentq admin concurrency`) replaces

@@ -12,6 +12,7 @@
 //! | `{q}:inflight:{w}`, worker `w` alive     | `Running` |
 //! | `{q}:inflight:{w}`, worker `w` silent    | `Pending` (its worker died; recovery re-queues it) |
 //! | `{q}:active`, or `{q}:scheduled` and due | `Queued` (apalis-redis pushes every job to the scheduled set) |
+//! | `{q}:scheduled` at `LANE_AT`             | `Queued` (waiting in its org's lane; shown without a run time) |
 //! | `{q}:scheduled`, its last attempt failed | `Failed` (waiting for its retry) |
 //! | `{q}:scheduled`, due later               | `Pending` |
 //! | `{q}:dead`                               | `Killed`  |
@@ -57,6 +58,7 @@ const MAX_PAGE_SIZE: u32 = 500;
 /// ("" for all), offset, limit, now (seconds).
 /// Returns `{id, status, worker, data | nil, run_at | "", meta fields}` per job.
 const LIST: &str = r#"
+local LANE_AT = 32503680000 -- super::LANE_AT, when lane jobs are due
 local inflight, meta, live_since, filter = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local skip, want, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local picked = {}
@@ -119,7 +121,9 @@ if wanted('Queued') or wanted('Pending') or wanted('Failed') then
       local id = chunk[i]
       local status = 'Queued'
       if redis.call('HGET', meta .. id, 'status') == 'Failed' then status = 'Failed'
-      elseif tonumber(chunk[i + 1]) > now then status = 'Pending' end
+      elseif tonumber(chunk[i + 1]) > now and tonumber(chunk[i + 1]) < LANE_AT then
+        status = 'Pending'
+      end
       if wanted(status) then add(id, status) end
     end
     from = from + 200
@@ -132,6 +136,7 @@ local out = {}
 for _, job in ipairs(picked) do
   local id = job[1]
   local run_at = redis.call('ZSCORE', KEYS[2], id) or ''
+  if run_at ~= '' and tonumber(run_at) >= LANE_AT then run_at = '' end
   table.insert(out, {id, job[2], job[3], redis.call('HGET', KEYS[6], id), run_at,
     redis.call('HGETALL', meta .. id)})
 end
@@ -141,6 +146,7 @@ return out
 /// KEYS: as `LIST`. ARGV: inflight key prefix, meta key prefix, oldest heartbeat of a live
 /// worker, the task id, now (seconds). Returns one row as `LIST` does, or nil.
 const FETCH: &str = r#"
+local LANE_AT = 32503680000 -- super::LANE_AT, when lane jobs are due
 local inflight, meta, live_since, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now = tonumber(ARGV[5])
 local data = redis.call('HGET', KEYS[6], id)
@@ -155,7 +161,8 @@ elseif redis.call('SISMEMBER', KEYS[4], id) == 1 then
 elseif run_at then
   status = 'Queued'
   if redis.call('HGET', meta .. id, 'status') == 'Failed' then status = 'Failed'
-  elseif tonumber(run_at) > now then status = 'Pending' end
+  elseif tonumber(run_at) > now and tonumber(run_at) < LANE_AT then status = 'Pending' end
+  if tonumber(run_at) >= LANE_AT then run_at = nil end
 elseif redis.call('LPOS', KEYS[1], id) then
   status = 'Queued'
 else
@@ -177,6 +184,7 @@ return {id, status, worker, data, run_at or '', fields}
 /// Returns {running, orphaned, queued, retrying (failed), scheduled, dead, done, most recent
 /// end, ends per day for the last 7 days, oldest first}.
 const STATS: &str = r#"
+local LANE_AT = 32503680000 -- super::LANE_AT, when lane jobs are due
 local inflight, meta, live_since, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local running, orphaned = 0, 0
 local workers = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
@@ -188,7 +196,8 @@ local queued, failed, scheduled = redis.call('LLEN', KEYS[1]), 0, 0
 local waiting = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 for i = 1, #waiting, 2 do
   if redis.call('HGET', meta .. waiting[i], 'status') == 'Failed' then failed = failed + 1
-  elseif tonumber(waiting[i + 1]) > now then scheduled = scheduled + 1
+  elseif tonumber(waiting[i + 1]) > now and tonumber(waiting[i + 1]) < LANE_AT then
+    scheduled = scheduled + 1
   else queued = queued + 1 end
 end
 local days = {0, 0, 0, 0, 0, 0, 0}
@@ -618,5 +627,18 @@ impl Metrics for BoardQueue {
 
     async fn fetch_by_queue(&self) -> Result<Vec<Statistic>, Self::Error> {
         self.global().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scripts_know_when_lane_jobs_are_due() {
+        let line = format!("local LANE_AT = {} ", super::super::LANE_AT);
+        for script in [LIST, FETCH, STATS] {
+            assert!(script.contains(&line), "{script}");
+        }
     }
 }

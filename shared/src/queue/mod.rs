@@ -2,7 +2,16 @@
 //! one place that makes job ids.
 //!
 //! The queue is only a wake-up signal: delivery is at least once, so every effect of a job is
-//! keyed by `(session_id, step)` in the store. apalis-redis silently skips a push whose id it
+//! keyed by `(session_id, step)` in the store.
+//!
+//! **Fair share** (on Redis): apalis-redis hands out jobs first in, first out, so one org's
+//! thousand waiting steps would delay every other org's. A push therefore parks its job in
+//! apalis-redis's scheduled set at a time that never comes (`LANE_AT`), and its id in its org's
+//! lane (`{q}:lane:{org}`, the orgs with waiting jobs in the ring `{q}:lanes`). A worker with
+//! room for k more steps first moves up to k ids out of the lanes into apalis-redis's active
+//! list, one org at a time round the ring (`DISPATCH`, one script: an id leaves the scheduled
+//! set only to enter the active list), then fetches as usual. A worker without room does not
+//! fetch, so waiting jobs stay in the lanes, where the next org's turn comes after one job. apalis-redis silently skips a push whose id it
 //! still holds (FIELD_NOTES): the normal push's id is derived from `(session, step)`, so the
 //! same step is never queued twice that way; a resume after approval and a repair by the
 //! reconciler need ids of their own, or the skip would swallow them.
@@ -11,6 +20,7 @@ mod board;
 mod sqlite;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
@@ -32,7 +42,8 @@ pub struct StepJob {
     /// The session's trace (W3C `traceparent`), so every step joins it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
-    /// The session's org, so the queue can share its workers among orgs.
+    /// The session's org, whose lane the job waits in (fair share); a job without one waits in
+    /// a lane of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org_id: Option<Uuid>,
 }
@@ -47,7 +58,7 @@ impl StepJob {
         }
     }
 
-    /// The job, as one of `org_id`'s.
+    /// The job, waiting in `org_id`'s lane.
     pub fn of_org(mut self, org_id: Uuid) -> Self {
         self.org_id = Some(org_id);
         self
@@ -127,6 +138,40 @@ pub struct Depth {
     /// Given up on after every retry.
     pub dead: u64,
 }
+
+/// When a job parked in its org's lane is due: never (3000-01-01), until a worker with room
+/// moves it on. apalis-redis's own fetch promotes only jobs due by now.
+pub const LANE_AT: u64 = 32_503_680_000;
+
+/// KEYS: the ring of orgs with waiting jobs, the org's lane, the wake channel. ARGV: the task
+/// id, the org. An org enters the ring when its lane stops being empty, and only then.
+const ENROLL: &str = r#"
+if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[2]) end
+redis.call('PUBLISH', KEYS[3], 1)
+return 1
+"#;
+
+/// KEYS: scheduled set, active list, the ring, the lanes' key prefix. ARGV: how many jobs the
+/// fetching worker has room for. Moves up to that many (less what the active list already
+/// holds) from the lanes to the active list, one per org in ring order; an id no longer in the
+/// scheduled set (already run, or pushed twice) is dropped. Returns how many moved.
+const DISPATCH: &str = r#"
+local want = tonumber(ARGV[1]) - redis.call('LLEN', KEYS[2])
+local moved, budget = 0, want * 4 + 64
+while moved < want and budget > 0 do
+  budget = budget - 1
+  local org = redis.call('LPOP', KEYS[3])
+  if not org then break end
+  local lane = KEYS[4] .. org
+  local id = redis.call('LPOP', lane)
+  if redis.call('LLEN', lane) > 0 then redis.call('RPUSH', KEYS[3], org) end
+  if id and redis.call('ZREM', KEYS[1], id) == 1 then
+    redis.call('RPUSH', KEYS[2], id)
+    moved = moved + 1
+  end
+end
+return moved
+"#;
 
 /// KEYS: active list, scheduled set, dead set, workers set. ARGV: inflight key prefix, the
 /// oldest heartbeat of a live worker (seconds).
@@ -212,37 +257,84 @@ impl RedisQueue {
         format!("{}:wake", self.name)
     }
 
-    /// Pushes the job with the id its purpose gives it, and wakes idle workers.
+    /// Pushes the job with the id its purpose gives it, parked in its org's lane, and wakes
+    /// idle workers. Parked first, then enrolled: a lane never names a job apalis-redis lacks
+    /// (one enrolled but lost to a crash is repaired by the reconciler, like any lost push).
     async fn push(&self, job: StepJob, why: Push) -> Result<(), String> {
         let mut storage = self.storage.clone();
         let task_id = why.task_id(&job);
+        let org = job
+            .org_id
+            .map_or_else(|| "none".to_owned(), |o| o.simple().to_string());
         storage
-            .push_task(TaskBuilder::new(job).task_id(task_id).build())
+            .push_task(
+                TaskBuilder::new(job)
+                    .task_id(task_id.clone())
+                    .run_at_timestamp(LANE_AT)
+                    .build(),
+            )
             .await
             .map_err(|e| e.to_string())?;
-        // A lost wake-up costs only the poll interval.
-        let woken: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(self.wake_channel())
-            .arg(1)
-            .query_async(&mut self.conn.clone())
-            .await;
-        if let Err(e) = woken {
-            tracing::debug!(error = %e, "cannot announce a push");
-        }
+        let q = &self.name;
+        redis::Script::new(ENROLL)
+            .key(format!("{q}:lanes"))
+            .key(format!("{q}:lane:{org}"))
+            .key(self.wake_channel())
+            .arg(task_id.to_string())
+            .arg(&org)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 
-    /// When a worker should fetch: every `poll_interval`, and at once when a push is announced.
-    /// apalis-redis's own announcement never fires (every push is scheduled, FIELD_NOTES), so
-    /// this listens on a channel of its own, reconnecting after Redis restarts.
-    pub fn fetch_signals(&self, poll_interval: Duration) -> BoxStream<'static, ()> {
+    /// Moves up to `room` waiting jobs from the org lanes to the active list, round-robin.
+    async fn dispatch(&self, room: usize) -> Result<u64, String> {
+        let q = &self.name;
+        redis::Script::new(DISPATCH)
+            .key(format!("{q}:scheduled"))
+            .key(format!("{q}:active"))
+            .key(format!("{q}:lanes"))
+            .key(format!("{q}:lane:"))
+            .arg(room)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// When a worker should fetch: every `poll_interval`, at once when a push is announced,
+    /// and when one of its steps ends; each time only if it has room, after moving that many
+    /// jobs out of the org lanes. apalis-redis's own announcement never fires (every push is
+    /// scheduled, FIELD_NOTES), so this listens on a channel of its own, reconnecting after
+    /// Redis restarts.
+    pub fn fetch_signals(
+        &self,
+        poll_interval: Duration,
+        slots: Arc<Slots>,
+    ) -> BoxStream<'static, ()> {
         let woken = Arc::new(Notify::new());
         tokio::spawn(listen(
             self.redis_url.clone(),
             self.wake_channel(),
             Arc::downgrade(&woken),
         ));
-        fetch_signals(poll_interval, woken)
+        let queue = self.clone();
+        let freed = slots.clone();
+        fetch_signals(poll_interval, woken, Some(freed))
+            .filter_map(move |()| {
+                let (queue, slots) = (queue.clone(), slots.clone());
+                async move {
+                    let room = slots.room();
+                    if room == 0 {
+                        return None;
+                    }
+                    if let Err(e) = queue.dispatch(room).await {
+                        tracing::debug!(error = %e, "cannot move jobs out of the org lanes");
+                    }
+                    Some(())
+                }
+            })
+            .boxed()
     }
 
     /// The queue as the apalis board sees it (`board.rs`).
@@ -268,6 +360,45 @@ impl RedisQueue {
 #[derive(Clone)]
 pub struct StepQueue {
     backend: QueueBackend,
+    /// The steps this process runs, against how many it may.
+    slots: Arc<Slots>,
+}
+
+/// How many steps a worker process runs at once, against how many it may (its batch size):
+/// on Redis a worker fetches only when it has room, so waiting jobs stay in the org lanes
+/// rather than in a busy worker's buffer.
+#[derive(Debug)]
+pub struct Slots {
+    busy: AtomicUsize,
+    capacity: usize,
+    freed: Notify,
+}
+
+impl Slots {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            busy: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            freed: Notify::new(),
+        })
+    }
+
+    /// How many more steps it may take now.
+    pub fn room(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.busy.load(Ordering::Relaxed))
+    }
+}
+
+/// A step running in this process; dropping it frees the slot and lets the worker fetch.
+#[must_use]
+pub struct Occupied(Arc<Slots>);
+
+impl Drop for Occupied {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.freed.notify_one();
+    }
 }
 
 #[derive(Clone)]
@@ -300,6 +431,7 @@ impl StepQueue {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             backend: QueueBackend::Redis(RedisQueue::connect(redis_url, prefix, settings).await?),
+            slots: Slots::new(settings.batch_size),
         })
     }
 
@@ -307,6 +439,7 @@ impl StepQueue {
     pub async fn open_sqlite(url: &str, settings: &QueueSettings) -> anyhow::Result<Self> {
         Ok(Self {
             backend: QueueBackend::Sqlite(sqlite::SqliteQueue::open(url, settings).await?),
+            slots: Slots::new(settings.batch_size),
         })
     }
 
@@ -389,10 +522,17 @@ impl StepQueue {
         queued
     }
 
-    /// When a worker should fetch: every `poll_interval`, and at once when a push is announced.
+    /// Counts a step this process runs until the guard is dropped.
+    pub fn occupy(&self) -> Occupied {
+        self.slots.busy.fetch_add(1, Ordering::Relaxed);
+        Occupied(self.slots.clone())
+    }
+
+    /// When a worker should fetch: every `poll_interval`, and at once when a push is announced
+    /// (on Redis also when a step ends, and only with room for more).
     pub fn fetch_signals(&self, poll_interval: Duration) -> BoxStream<'static, ()> {
         match &self.backend {
-            QueueBackend::Redis(q) => q.fetch_signals(poll_interval),
+            QueueBackend::Redis(q) => q.fetch_signals(poll_interval, self.slots.clone()),
             QueueBackend::Sqlite(q) => q.fetch_signals(poll_interval),
         }
     }
@@ -418,8 +558,12 @@ impl StepQueue {
     }
 }
 
-/// A signal every `poll_interval`, and one each time `woken` is notified.
-fn fetch_signals(poll_interval: Duration, woken: Arc<Notify>) -> BoxStream<'static, ()> {
+/// A signal every `poll_interval`, and one each time `woken` (or `freed`'s slots) is notified.
+fn fetch_signals(
+    poll_interval: Duration,
+    woken: Arc<Notify>,
+    freed: Option<Arc<Slots>>,
+) -> BoxStream<'static, ()> {
     let ticks = futures::stream::unfold((), move |()| async move {
         tokio::time::sleep(poll_interval).await;
         Some(((), ()))
@@ -428,7 +572,17 @@ fn fetch_signals(poll_interval: Duration, woken: Arc<Notify>) -> BoxStream<'stat
         woken.notified().await;
         Some(((), woken))
     });
-    futures::stream::select(ticks.boxed(), pushes.boxed()).boxed()
+    let signals = futures::stream::select(ticks.boxed(), pushes.boxed()).boxed();
+    match freed {
+        Some(slots) => {
+            let ends = futures::stream::unfold(slots, |slots| async move {
+                slots.freed.notified().await;
+                Some(((), slots))
+            });
+            futures::stream::select(signals, ends.boxed()).boxed()
+        }
+        None => signals,
+    }
 }
 
 /// Forwards announcements on `channel` to `woken` until nobody holds it any more.

@@ -151,7 +151,7 @@ impl SqliteQueue {
         if let Ok(mut listeners) = self.listeners.lock() {
             listeners.push(Arc::downgrade(&woken));
         }
-        super::fetch_signals(poll_interval, woken)
+        super::fetch_signals(poll_interval, woken, None)
     }
 
     pub fn worker_backend(&self) -> SqliteStorage<StepJob> {

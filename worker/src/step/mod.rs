@@ -38,6 +38,8 @@ use end::Finish;
 use guard::Interrupt;
 
 pub async fn handle(job: StepJob, ctx: Data<Arc<Context>>) -> Result<(), BoxDynError> {
+    // Held while the step runs: the worker fetches more only with room (fair share).
+    let _slot = ctx.queue.occupy();
     let span = tracing::info_span!("step", session_id = %job.session_id, step = job.step,
         trace_id = tracing::field::Empty);
     // The step joins the session's trace, begun by the API's POST.
