@@ -49,6 +49,10 @@ pub enum Command {
         /// What happens when no one decides in time: fail (the default), reject or approve.
         #[arg(long, value_parser = ["fail", "reject", "approve"])]
         on_approval_timeout: Option<String>,
+        /// An http(s) URL that gets a signed event when the session waits for approval and when
+        /// it ends (the org's default URL otherwise; see `agentq admin webhook`).
+        #[arg(long)]
+        webhook_url: Option<String>,
         /// Wait for the session to finish, printing each step.
         #[arg(long)]
         follow: bool,
@@ -196,6 +200,23 @@ pub enum Admin {
         /// Use the deployment's default again.
         #[arg(long)]
         default: bool,
+    },
+    /// Show an org's webhook settings, set or clear its default webhook URL, or rotate its
+    /// signing secret. The secret (made when first needed) is the last line printed: receivers
+    /// verify every message with it (Standard Webhooks).
+    Webhook {
+        #[arg(long)]
+        org: String,
+        /// Send the events of the org's sessions here when their run names no webhook_url.
+        /// Checked like a run's (AGENTQ_WEB_FETCH_ALLOW opens a private address).
+        #[arg(long, conflicts_with = "clear")]
+        url: Option<String>,
+        /// Remove the org's default URL.
+        #[arg(long)]
+        clear: bool,
+        /// Replace the signing secret; messages not yet delivered are signed with the new one.
+        #[arg(long)]
+        rotate_secret: bool,
     },
 }
 

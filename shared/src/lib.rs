@@ -1,6 +1,6 @@
 //! What the API, the workers and the CLI share: schemas, configuration, the store (Postgres truth,
-//! Redis snapshot), the queue contract, the tool base, the pricing table and the SSRF
-//! policy.
+//! Redis snapshot), the queue contract, the tool base, the pricing table, the SSRF policy and
+//! webhook signing.
 
 pub mod config;
 pub mod metrics;
@@ -11,3 +11,4 @@ pub mod ssrf;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
+pub mod webhooks;

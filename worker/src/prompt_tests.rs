@@ -30,6 +30,7 @@ fn run(mode: ReactMode) -> ValidatedRun {
         max_cost_usd: None,
         approval_timeout_secs: None,
         on_approval_timeout: Default::default(),
+        webhook_url: None,
     }
 }
 

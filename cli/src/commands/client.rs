@@ -120,6 +120,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             react_mode,
             approval_timeout,
             on_approval_timeout,
+            webhook_url,
             follow,
             json,
         } => {
@@ -152,6 +153,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 on_approval_timeout: on_approval_timeout
                     .as_deref()
                     .and_then(OnApprovalTimeout::parse),
+                webhook_url,
             };
             client.start(&request, follow, json).await
         }

@@ -142,6 +142,7 @@ pub async fn run(dev: Dev) -> anyhow::Result<i32> {
             react_mode: None,
             approval_timeout: None,
             on_approval_timeout: None,
+            webhook_url: None,
         };
         tokio::select! {
             followed = client.start(&request, true, false) => code = followed?,

@@ -26,6 +26,7 @@ mod sqlite;
 mod steps;
 pub mod storable;
 pub mod view;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,8 @@ pub use hot::{ChangeFeed, HotCopy, NoHotCopy};
 pub use model::{
     ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending, Head,
     IdempotencyKey, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession,
-    Principal, RateLimit, Repair, SessionRecord, SessionState, Spend, StepRecord, StepRun, Summary,
+    OrgWebhook, OrgWebhookChange, Principal, RateLimit, Repair, SessionRecord, SessionState, Spend,
+    StepRecord, StepRun, Summary, WebhookAttemptRecord, WebhookDue, WebhookNext,
 };
 pub use postgres::MIGRATOR;
 pub use redis::RedisHotCopy;
