@@ -27,3 +27,4 @@ mod sessions;
 mod sql;
 mod ui;
 mod web;
+mod webhooks;
