@@ -15,6 +15,7 @@ use agentq_shared::schemas::{
     SessionStatus, WebhookDelivery, WebhookDeliveryList, WebhookDeliveryState, WebhookEvent,
     WebhookEventType,
 };
+use agentq_shared::store::{WebhookAttemptRecord, WebhookDue, WebhookNext};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -704,9 +705,103 @@ async fn private_webhook_urls_are_refused_unless_allowed(backend: Backend) {
     );
 }
 
+/// Claiming is exclusive: of two claims at once only one gets a due message, and a claimed
+/// message is not due again within its lease; only the attempt holding the latest claim
+/// settles it. (No worker runs here: the test is the sender.) A session cancelled while no
+/// worker holds it gets its `session.cancelled` message from the same transaction.
+async fn claims_are_exclusive_and_only_the_latest_attempt_settles(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
+    env.set("AGENTQ_WEB_FETCH_ALLOW", "127.0.0.2/32");
+    env.start_api().await;
+    let key = env.key("acme").await;
+    let id = env
+        .run(
+            &key,
+            "never runs",
+            json!({"webhook_url": "http://127.0.0.2:9/hook"}),
+        )
+        .await;
+    assert_eq!(env.cancel(&key, id).await.0, 202);
+
+    let lease = Duration::from_secs(60);
+    let (first, second) = tokio::join!(
+        env.store.claim_webhooks(10, lease),
+        env.store.claim_webhooks(10, lease)
+    );
+    let mut claimed: Vec<WebhookDue> = first.unwrap();
+    claimed.extend(second.unwrap());
+    assert_eq!(claimed.len(), 1, "{claimed:#?}");
+    let due = claimed.remove(0);
+    assert_eq!(
+        (
+            due.session_id,
+            due.event_type,
+            due.attempt,
+            due.url.as_str()
+        ),
+        (
+            id,
+            WebhookEventType::Cancelled,
+            1,
+            "http://127.0.0.2:9/hook"
+        )
+    );
+    assert_eq!(env.store.claim_webhooks(10, lease).await.unwrap(), vec![]);
+
+    // The body is built once and kept: it announces the cancellation.
+    let body = env.store.webhook_body(&due).await.unwrap();
+    let event: WebhookEvent = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(
+        (event.event_type, event.data.session_id, event.data.status),
+        (WebhookEventType::Cancelled, id, SessionStatus::Cancelled)
+    );
+
+    // An attempt that is no longer the latest claim is recorded but settles nothing.
+    let attempt = |n: u32, next: WebhookNext| WebhookAttemptRecord {
+        session_id: id,
+        event_seq: due.event_seq,
+        attempt: n,
+        at: chrono::Utc::now(),
+        status_code: Some(200),
+        error: None,
+        duration_ms: 1,
+        next,
+    };
+    env.store
+        .record_webhook_attempt(&attempt(2, WebhookNext::Delivered))
+        .await
+        .unwrap();
+    let listed = deliveries(&env, &key, id).await;
+    assert_eq!(
+        (listed[0].state, listed[0].attempts.len()),
+        (WebhookDeliveryState::Pending, 1)
+    );
+    env.store
+        .record_webhook_attempt(&attempt(1, WebhookNext::Delivered))
+        .await
+        .unwrap();
+    let listed = deliveries(&env, &key, id).await;
+    assert_eq!(listed[0].state, WebhookDeliveryState::Delivered);
+    assert_eq!(
+        listed[0].webhook_id,
+        format!("msg_{}_{}", id.simple(), due.event_seq)
+    );
+    // A delivered message is never claimed again, and its body stays the one first built.
+    let again = WebhookDue {
+        payload: None,
+        ..due.clone()
+    };
+    assert_eq!(env.store.webhook_body(&again).await.unwrap(), body);
+    assert_eq!(
+        env.store.claim_webhooks(10, Duration::ZERO).await.unwrap(),
+        vec![]
+    );
+}
+
 on_both_backends!(
     each_event_arrives_signed,
     a_failing_receiver_gets_the_message_once_after_three_attempts,
     a_receiver_that_never_answers_holds_up_no_step,
     private_webhook_urls_are_refused_unless_allowed,
+    claims_are_exclusive_and_only_the_latest_attempt_settles,
 );
