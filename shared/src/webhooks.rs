@@ -116,6 +116,40 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_leaves_secrets_out() {
+        use crate::schemas::WebhookEventType;
+        use crate::store::{OrgWebhook, OrgWebhookChange, WebhookDue};
+        let secret = new_secret();
+        let due = WebhookDue {
+            session_id: Uuid::nil(),
+            event_seq: 3,
+            event_type: WebhookEventType::Completed,
+            org_id: Uuid::nil(),
+            url: "https://hooks.example.com/".into(),
+            attempt: 1,
+            payload: None,
+            secret: Some(secret.clone()),
+        };
+        let org = OrgWebhook {
+            url: None,
+            secret: secret.clone(),
+        };
+        let change = OrgWebhookChange {
+            url: None,
+            new_secret: secret.clone(),
+            rotate: true,
+        };
+        for shown in [
+            format!("{due:?}"),
+            format!("{org:?}"),
+            format!("{change:?}"),
+        ] {
+            assert!(!shown.contains(SECRET_PREFIX), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
     fn urls_are_checked_without_a_lookup() {
         let closed = Policy::new(&[], &[]).expect("no lists");
         let open = Policy::new(&["127.0.0.2/32".to_owned()], &[]).expect("a list");

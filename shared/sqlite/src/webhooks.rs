@@ -6,7 +6,6 @@ use sqlx::SqliteExecutor;
 use uuid::Uuid;
 
 /// An org's webhook columns after a change.
-#[derive(Debug)]
 pub struct OrgWebhook {
     pub url: Option<String>,
     pub secret: String,
@@ -57,7 +56,6 @@ pub async fn ensure_secret(
 }
 
 /// A delivery claimed for an attempt, with its org's secret.
-#[derive(Debug)]
 pub struct Claimed {
     pub session_id: Uuid,
     pub event_seq: i64,

@@ -567,8 +567,9 @@ mod window_tests {
     }
 }
 
-/// An org's webhook settings, as `agentq admin webhook` shows them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An org's webhook settings, as `agentq admin webhook` shows them. (`Debug` leaves the secret
+/// out, as every type here that holds it does: it must never reach a log.)
+#[derive(Clone, PartialEq, Eq)]
 pub struct OrgWebhook {
     /// Where the org's sessions' events go when their run names no URL.
     pub url: Option<String>,
@@ -578,7 +579,7 @@ pub struct OrgWebhook {
 
 /// A change to an org's webhook settings. The secret is made (from `new_secret`) when the org
 /// has none yet, or replaced with it on `rotate`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OrgWebhookChange {
     /// `None`: keep the URL; `Some(None)`: clear it; `Some(Some(url))`: set it (checked first).
     pub url: Option<Option<String>>,
@@ -587,7 +588,7 @@ pub struct OrgWebhookChange {
 }
 
 /// A webhook message claimed for one attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WebhookDue {
     pub session_id: Uuid,
     pub event_seq: i64,
@@ -600,6 +601,42 @@ pub struct WebhookDue {
     pub payload: Option<serde_json::Value>,
     /// The org's signing secret, once it has one.
     pub secret: Option<String>,
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for OrgWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgWebhook")
+            .field("url", &self.url)
+            .field("secret", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for OrgWebhookChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgWebhookChange")
+            .field("url", &self.url)
+            .field("new_secret", &REDACTED)
+            .field("rotate", &self.rotate)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WebhookDue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookDue")
+            .field("session_id", &self.session_id)
+            .field("event_seq", &self.event_seq)
+            .field("event_type", &self.event_type)
+            .field("org_id", &self.org_id)
+            .field("url", &self.url)
+            .field("attempt", &self.attempt)
+            .field("payload", &self.payload)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .finish()
+    }
 }
 
 impl WebhookDue {
