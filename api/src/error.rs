@@ -117,9 +117,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable and machine-readable: `unauthorized`, `not_found`, `invalid_request`,
     /// `malformed_json`, `unsupported_media_type`, `payload_too_large`,
-    /// `invalid_idempotency_key`, `idempotency_key_reused`, `session_finished`,
-    /// `not_awaiting_approval`, `approval_expired`, `method_not_allowed`, `rate_limited`,
-    /// `internal`.
+    /// `invalid_idempotency_key`, `idempotency_key_reused`, `invalid_webhook_url`,
+    /// `session_finished`, `not_awaiting_approval`, `approval_expired`, `method_not_allowed`,
+    /// `rate_limited`, `internal`.
     pub code: String,
     pub message: String,
     /// With `invalid_request`: one entry per invalid field.

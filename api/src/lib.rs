@@ -31,6 +31,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub metrics: agentq_shared::metrics::PrometheusHandle,
     pub limits: Arc<limits::RateLimits>,
+    /// What a run's `webhook_url` is checked against: web_fetch's SSRF policy, with its lists.
+    pub webhook_policy: Arc<agentq_shared::ssrf::Policy>,
 }
 
 impl AppState {
@@ -43,7 +45,10 @@ impl AppState {
             ..QueueSettings::default()
         };
         let queue = StepQueue::for_store(&config.store, &settings).await?;
+        let lists = &config.tools.web_fetch;
+        let webhook_policy = agentq_shared::ssrf::Policy::new(&lists.allow, &lists.deny)?;
         Ok(Self {
+            webhook_policy: Arc::new(webhook_policy),
             limits: Arc::new(limits::RateLimits::new(config.rate_limit)),
             tools: Arc::new(builtin_definitions(&config.tools)),
             config: Arc::new(config),
@@ -67,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/agents/{id}/events", get(routes::events::stream))
         .route("/v1/agents/{id}/cancel", post(routes::agents::cancel))
         .route("/v1/agents/{id}/approve", post(routes::agents::approve))
+        .route("/v1/agents/{id}/webhooks", get(routes::webhooks::list))
         .route("/v1/tools", get(routes::tools::list))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))

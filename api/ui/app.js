@@ -319,10 +319,11 @@ function sessionView(id) {
   const approval = h('section', { id: 'approval' });
   const steps = h('section', { id: 'steps', 'aria-label': 'Steps' });
   const outcome = h('section', { id: 'outcome' });
+  const hooks = h('section', { id: 'webhooks' });
   const error = h('p', { class: 'error', role: 'alert' });
   fill(main,
     h('div', { class: 'toolbar' }, h('a', { href: '#/' }, '← Sessions'), live),
-    error, head, approval, steps, outcome);
+    error, head, approval, steps, outcome, hooks);
 
   let refreshing = false;
   let again = false;
@@ -336,6 +337,7 @@ function sessionView(id) {
         if (stopped) return;
         error.textContent = '';
         render();
+        refreshHooks();
       } while (again && !stopped);
     } catch (e) {
       if (!stopped) error.textContent = e.status === 404 ? 'No such session.' : e.message;
@@ -376,6 +378,38 @@ function sessionView(id) {
         ? h('div', { class: 'card', id: 'session-error' }, h('h2', {}, 'Error'),
           h('p', {}, h('code', {}, s.error.code)), h('p', { class: 'error' }, s.error.message))
         : null);
+  }
+
+  /** The session's webhook messages; read again every 5 s while one is still pending (the
+   *  sender's attempts make no session event). Shown only when the session has any. */
+  let hooksTimer = null;
+  async function refreshHooks() {
+    clearTimeout(hooksTimer);
+    try {
+      const { deliveries } = await api('GET', `/v1/agents/${id}/webhooks`);
+      if (stopped) return;
+      renderHooks(deliveries);
+      if (deliveries.some((d) => d.state === 'pending')) hooksTimer = setTimeout(refreshHooks, 5000);
+    } catch {
+      // The session's own view reports errors; this card just stays as it was.
+    }
+  }
+
+  function renderHooks(deliveries) {
+    if (!deliveries.length) { fill(hooks); return; }
+    fill(hooks, h('div', { class: 'card', id: 'webhook-deliveries' },
+      h('h2', {}, 'Webhooks'),
+      deliveries.map((d) => h('div', { class: 'webhook', 'data-webhook': d.webhook_id },
+        h('div', {}, h('span', { class: 'tool' }, d.type), ' ',
+          h('span', { class: `status ${d.state}` }, d.state), ' ',
+          h('span', { class: 'small muted' }, d.url)),
+        h('ol', { class: 'small' }, d.attempts.map((a) => h('li', {},
+          `${new Date(a.at).toLocaleTimeString()}: `,
+          a.status_code !== null && a.status_code !== undefined ? `HTTP ${a.status_code}` : a.error,
+          ` (${millis(a.duration_ms)})`))),
+        d.state === 'pending' && d.next_attempt_at
+          ? h('p', { class: 'small muted' }, `next attempt ${new Date(d.next_attempt_at).toLocaleString()}`)
+          : null))));
   }
 
   function renderApproval(pending) {
@@ -562,7 +596,7 @@ function sessionView(id) {
   }
 
   refresh().then(follow);
-  return () => { stopped = true; controller.abort(); };
+  return () => { stopped = true; controller.abort(); clearTimeout(hooksTimer); };
 }
 
 // ---- start ----------------------------------------------------------------------------------------

@@ -53,6 +53,10 @@ pub enum Command {
         /// default: the session waits `queued`) or reject (refused with concurrency_limited).
         #[arg(long, value_parser = ["queue", "reject"])]
         if_busy: Option<String>,
+        /// An http(s) URL that gets a signed event when the session waits for approval and when
+        /// it ends (the org's default URL otherwise; see `agentq admin webhook`).
+        #[arg(long)]
+        webhook_url: Option<String>,
         /// Wait for the session to finish, printing each step.
         #[arg(long)]
         follow: bool,
@@ -219,6 +223,23 @@ pub enum Admin {
         /// Use the deployment's default again.
         #[arg(long)]
         default: bool,
+    },
+    /// Show an org's webhook settings, set or clear its default webhook URL, or rotate its
+    /// signing secret. The secret (made when first needed) is the last line printed: receivers
+    /// verify every message with it (Standard Webhooks).
+    Webhook {
+        #[arg(long)]
+        org: String,
+        /// Send the events of the org's sessions here when their run names no webhook_url.
+        /// Checked like a run's (AGENTQ_WEB_FETCH_ALLOW opens a private address).
+        #[arg(long, conflicts_with = "clear")]
+        url: Option<String>,
+        /// Remove the org's default URL.
+        #[arg(long)]
+        clear: bool,
+        /// Replace the signing secret; messages not yet delivered are signed with the new one.
+        #[arg(long)]
+        rotate_secret: bool,
     },
 }
 

@@ -389,6 +389,121 @@ pub struct SessionList {
     pub next_cursor: Option<String>,
 }
 
+/// What a webhook message is about (its `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum WebhookEventType {
+    /// The session waits for a human to approve or reject its tool calls.
+    #[serde(rename = "session.awaiting_approval")]
+    AwaitingApproval,
+    #[serde(rename = "session.completed")]
+    Completed,
+    #[serde(rename = "session.failed")]
+    Failed,
+    #[serde(rename = "session.cancelled")]
+    Cancelled,
+}
+
+impl WebhookEventType {
+    pub const ALL: [WebhookEventType; 4] = [
+        Self::AwaitingApproval,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingApproval => "session.awaiting_approval",
+            Self::Completed => "session.completed",
+            Self::Failed => "session.failed",
+            Self::Cancelled => "session.cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// The body of a webhook message: what happened, when, and the session as the listing shows it
+/// (its status and error as of the event). Signed per Standard Webhooks: see the
+/// `webhook-id`, `webhook-timestamp` and `webhook-signature` headers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookEvent {
+    #[serde(rename = "type")]
+    pub event_type: WebhookEventType,
+    /// When the event happened (the session event's time).
+    pub timestamp: DateTime<Utc>,
+    pub data: SessionSummary,
+}
+
+/// Where a webhook message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookDeliveryState {
+    /// Not delivered yet; `next_attempt_at` says when the next attempt is due.
+    Pending,
+    /// A 2xx answer came back.
+    Delivered,
+    /// Every attempt of the retry schedule failed, or the URL was refused.
+    Failed,
+}
+
+impl WebhookDeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Failed]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+/// One webhook message of a session and every attempt to deliver it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookDelivery {
+    /// The message's `webhook-id` header, the same on every attempt.
+    pub webhook_id: String,
+    #[serde(rename = "type")]
+    pub event_type: WebhookEventType,
+    /// The session event it announces (`seq` in the event stream).
+    pub event_seq: i64,
+    pub url: String,
+    pub state: WebhookDeliveryState,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered or given up.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Every attempt recorded, first to last.
+    pub attempts: Vec<WebhookAttempt>,
+}
+
+/// One try at delivering a webhook message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookAttempt {
+    /// 1, 2, 3, ...
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// Why the attempt failed without an answer (refused, could not connect, timed out).
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// `GET /v1/agents/{id}/webhooks`: the session's webhook messages, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookDeliveryList {
+    pub deliveries: Vec<WebhookDelivery>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -467,6 +582,12 @@ pub struct AgentRunRequest {
     /// with 429 `concurrency_limited`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_busy: Option<IfBusy>,
+    /// An http(s) URL that gets a signed `WebhookEvent` when the session waits for approval and
+    /// when it ends (instead of the org's default URL, if it has one). Private and loopback
+    /// addresses are refused unless the deployment's `AGENTQ_WEB_FETCH_ALLOW` opens them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048)]
+    pub webhook_url: Option<String>,
 }
 
 /// What a create does when the org has no free session slot.
@@ -567,6 +688,10 @@ pub struct ValidatedRun {
     pub on_approval_timeout: OnApprovalTimeout,
     #[serde(default)]
     pub if_busy: IfBusy,
+    /// Where the session's webhook events go, when the request named a URL (checked by the
+    /// API). The outbox trigger reads it from the stored request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 /// Defaults the deployment fills in.
@@ -661,6 +786,7 @@ impl AgentRunRequest {
                 approval_timeout_secs: self.approval_timeout,
                 on_approval_timeout: self.on_approval_timeout.unwrap_or_default(),
                 if_busy: self.if_busy.unwrap_or_default(),
+                webhook_url: self.webhook_url.map(|url| url.trim().to_owned()),
             })
         } else {
             Err(errors)
@@ -767,6 +893,7 @@ mod tests {
             approval_timeout: None,
             on_approval_timeout: None,
             if_busy: None,
+            webhook_url: None,
         };
         assert!(at_limit.clone().validate(&[], &defaults("m")).is_ok());
         let past = AgentRunRequest {
@@ -800,6 +927,7 @@ mod tests {
             approval_timeout: None,
             on_approval_timeout: None,
             if_busy: None,
+            webhook_url: None,
         }
     }
 

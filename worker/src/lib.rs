@@ -1,11 +1,13 @@
 //! agentq-worker: apalis workers that pop `StepJob`s from Redis and run the step protocol
-//! (`step/`). Scale by running more processes; any of them can die at any moment.
+//! (`step/`), beside the reconciler (`reconciler.rs`) and the webhook sender (`webhooks.rs`).
+//! Scale by running more processes; any of them can die at any moment.
 
 pub mod llm;
 pub mod prompt;
 pub mod reconciler;
 pub mod step;
 pub mod tools;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -65,7 +67,7 @@ impl Context {
     }
 }
 
-/// Runs queue workers and the reconciler until SIGINT or SIGTERM. A queue worker stopped by a
+/// Runs queue workers, the reconciler and the webhook sender until SIGINT or SIGTERM. A queue worker stopped by a
 /// backend error (Redis restarting, say) is restarted under a new name after a short pause. On
 /// SIGTERM, running steps get `AGENTQ_SHUTDOWN_GRACE_SECS` to finish; one cut short is picked up
 /// again by the queue's orphan recovery or the reconciler.
@@ -86,7 +88,9 @@ pub async fn run_until(
         serve_metrics(listen, metrics, ctx.clone()).await?;
     }
     let instance = ctx.worker_name.clone();
+    let sender = webhooks::Sender::new(&ctx.config.webhooks, &ctx.config.tools.web_fetch)?;
     tokio::spawn(reconciler::run(ctx.clone()));
+    tokio::spawn(webhooks::run(ctx.clone(), sender));
     tracing::info!(
         worker = %instance,
         queue = %ctx.queue.name(),

@@ -31,6 +31,7 @@ fn run(mode: ReactMode) -> ValidatedRun {
         approval_timeout_secs: None,
         on_approval_timeout: Default::default(),
         if_busy: Default::default(),
+        webhook_url: None,
     }
 }
 

@@ -74,7 +74,9 @@ fn idempotency_key(
             headers(("Location" = String, description = "The session's URL"))),
         (status = 200, description = "The session this Idempotency-Key already started",
             body = AgentRunResponse),
-        (status = 400, description = "`malformed_json` or `invalid_idempotency_key`",
+        (status = 400, description = "`malformed_json`, `invalid_idempotency_key`, or \
+            `invalid_webhook_url`: not an http(s) URL, longer than 2048 bytes, or refused by the \
+            SSRF policy (a private or loopback address not opened by `AGENTQ_WEB_FETCH_ALLOW`)",
             body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: the org is over its API rate limit",
@@ -106,6 +108,11 @@ pub async fn run(
             },
         )
         .map_err(ApiError::Validation)?;
+    if let Some(url) = &run.webhook_url {
+        agentq_shared::webhooks::check_url(&state.webhook_policy, url).map_err(|message| {
+            ApiError::client(StatusCode::BAD_REQUEST, "invalid_webhook_url", &message)
+        })?;
+    }
     let id = Uuid::now_v7();
     // The session's trace starts here; every step's span joins it.
     let span = tracing::info_span!("session", session_id = %id, trace_id = tracing::field::Empty);

@@ -1,3 +1,5 @@
+use agentq_shared::config::{Env, WebFetchSettings};
+use agentq_shared::ssrf::Policy;
 use agentq_shared::store::{ActiveCap, KeyInfo, NewKey, RateLimit, Store, StoreError};
 use anyhow::Context;
 
@@ -99,7 +101,50 @@ pub async fn run(command: Admin) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
+        Admin::Webhook {
+            org,
+            url,
+            clear,
+            rotate_secret,
+        } => webhook(&store, &org, url, clear, rotate_secret).await?,
     }
+    Ok(())
+}
+
+/// `agentq admin webhook`: the URL is checked by the SSRF policy of this environment's
+/// `AGENTQ_WEB_FETCH_ALLOW`/`_DENY`, as the API checks a run's.
+async fn webhook(
+    store: &Store,
+    org: &str,
+    url: Option<String>,
+    clear: bool,
+    rotate: bool,
+) -> anyhow::Result<()> {
+    let change = match (url, clear) {
+        (Some(url), _) => {
+            let lists = WebFetchSettings::from_env(&Env::process())?;
+            let policy = Policy::new(&lists.allow, &lists.deny)?;
+            let checked = agentq_shared::webhooks::check_url(&policy, &url)
+                .map_err(|message| anyhow::anyhow!("{message}"))?;
+            Some(Some(checked.to_string()))
+        }
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
+    let settings = match store.configure_org_webhook(org, change, rotate).await {
+        Err(StoreError::NotFound(_)) => anyhow::bail!("no org is named {org:?}"),
+        configured => configured?,
+    };
+    match &settings.url {
+        Some(url) => println!("org {org}: webhook events go to {url} unless a run names its own"),
+        None => println!("org {org}: no default webhook URL; only runs that name one get events"),
+    }
+    if rotate {
+        println!("new signing secret (messages not yet delivered are signed with it):");
+    } else {
+        println!("signing secret:");
+    }
+    println!("{}", settings.secret);
     Ok(())
 }
 

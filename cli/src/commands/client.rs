@@ -121,6 +121,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             approval_timeout,
             on_approval_timeout,
             if_busy,
+            webhook_url,
             follow,
             json,
         } => {
@@ -158,6 +159,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                     Some(_) => Some(IfBusy::Queue),
                     None => None,
                 },
+                webhook_url,
             };
             client.start(&request, follow, json).await
         }

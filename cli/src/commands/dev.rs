@@ -143,6 +143,7 @@ pub async fn run(dev: Dev) -> anyhow::Result<i32> {
             approval_timeout: None,
             on_approval_timeout: None,
             if_busy: None,
+            webhook_url: None,
         };
         tokio::select! {
             followed = client.start(&request, true, false) => code = followed?,

@@ -28,3 +28,4 @@ mod sql;
 mod tenants;
 mod ui;
 mod web;
+mod webhooks;

@@ -89,6 +89,7 @@ async fn the_description_covers_every_route_and_docs_need_no_network() {
         ("get", "/v1/agents"),
         ("get", "/v1/agents/{id}"),
         ("get", "/v1/agents/{id}/events"),
+        ("get", "/v1/agents/{id}/webhooks"),
         ("get", "/v1/tools"),
         ("post", "/v1/agents/run"),
         ("post", "/v1/agents/{id}/approve"),
@@ -107,7 +108,11 @@ async fn the_description_covers_every_route_and_docs_need_no_network() {
     );
 
     let key = env.key("acme").await;
-    for path in ["/v1/agents/not-a-uuid", "/v1/agents/not-a-uuid/events"] {
+    for path in [
+        "/v1/agents/not-a-uuid",
+        "/v1/agents/not-a-uuid/events",
+        "/v1/agents/not-a-uuid/webhooks",
+    ] {
         let (status, body) = env.request(Method::GET, path, Some(&key), None).await;
         assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
     }
@@ -206,7 +211,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     );
     // It really exercised the API: every operation, and many cases.
     assert!(
-        stdout.contains("Selected: 10/10") && stdout.contains("Tested: 10\n"),
-        "schemathesis did not test all 10 operations:\n{stdout}"
+        stdout.contains("Selected: 11/11") && stdout.contains("Tested: 11\n"),
+        "schemathesis did not test all 11 operations:\n{stdout}"
     );
 }

@@ -1,8 +1,8 @@
 //! The session viewer at `/ui`, in Debian's headless Chromium driven by playwright-core
 //! (`cli/tests/ui/viewer.mjs`): sign in, start a session and watch it finish live, approve a held
-//! sql_query call from the page after the event stream dropped and came back, and a web page
-//! holding `<script>` shown as text; on both back ends. Screenshots go to
-//! `target/ui-screenshots/{postgres,sqlite}/`.
+//! sql_query call from the page after the event stream dropped and came back, a web page
+//! holding `<script>` shown as text, and a session's webhook messages as they are delivered; on
+//! both back ends. Screenshots go to `target/ui-screenshots/{postgres,sqlite}/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -93,6 +93,17 @@ async fn the_viewer_runs_watches_and_approves_in_a_browser(backend: Backend) {
         vec![Turn::tool("echo_approved", json!({"text": "held"}))],
     );
 
+    // The held session's webhook receiver (127.0.0.1 is open to the SSRF policy here).
+    let hook = {
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}/hook")
+    };
     let shots = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/ui-screenshots")
         .join(format!("{backend:?}").to_lowercase());
@@ -102,6 +113,7 @@ async fn the_viewer_runs_watches_and_approves_in_a_browser(backend: Backend) {
         .env("AGENTQ_UI_URL", &env.api_url)
         .env("AGENTQ_UI_KEY", &key)
         .env("AGENTQ_UI_SHOTS", &shots)
+        .env("AGENTQ_UI_HOOK", &hook)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -4,6 +4,7 @@
 //   AGENTQ_UI_URL    the API's address
 //   AGENTQ_UI_KEY    a key of the org
 //   AGENTQ_UI_SHOTS  where the screenshots go
+//   AGENTQ_UI_HOOK   a webhook receiver that answers 204
 // It prints `drop-the-stream` while a session waits for approval, and goes on when a line comes
 // on stdin: the test restarts the API meanwhile, so the page's event stream really drops.
 // Exits 0 when every check held; otherwise prints what failed and exits 1.
@@ -15,6 +16,7 @@ import { chromium } from 'playwright-core';
 const url = process.env.AGENTQ_UI_URL;
 const key = process.env.AGENTQ_UI_KEY;
 const shots = process.env.AGENTQ_UI_SHOTS;
+const hook = process.env.AGENTQ_UI_HOOK;
 const WAIT = 30_000;
 const stdin = createInterface({ input: process.stdin });
 mkdirSync(shots, { recursive: true });
@@ -90,14 +92,18 @@ try {
   // The list shows it; a session made elsewhere appears without a reload.
   await page.getByRole('link', { name: 'Sessions' }).first().click();
   await page.locator(`tr[data-session-id="${runId}"]`).waitFor();
-  const made = await page.evaluate(async (k) => {
+  const made = await page.evaluate(async ([k, webhookUrl]) => {
     const r = await fetch('/v1/agents/run', {
       method: 'POST',
       headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ messages: [{ role: 'user', content: 'marker-ui-held: waits' }], tools: ['echo_approved'] }),
+      body: JSON.stringify({
+        messages: [{ role: 'user', content: 'marker-ui-held: waits' }],
+        tools: ['echo_approved'],
+        webhook_url: webhookUrl,
+      }),
     });
     return (await r.json()).session_id;
-  }, key);
+  }, [key, hook]);
   await page.locator(`tr[data-session-id="${made}"]`).waitFor();
   check(true, 'a new session appears in the list by itself');
   // Paging: twenty more sessions push the oldest onto a second page and back.
@@ -170,6 +176,14 @@ try {
   await page.locator('#cancel').click();
   await page.locator('#summary [data-status="cancelled"]').waitFor();
   check(await page.locator('#approval .approval').count() === 0, 'cancelled: no approval left to give');
+  // Its webhook messages, as the sender delivers them: waiting for approval, then cancelled.
+  const hooks = page.locator('#webhook-deliveries .webhook');
+  await hooks.nth(1).locator('.status.delivered').waitFor();
+  check(await hooks.count() === 2, 'two webhook messages');
+  check(await hooks.locator('.status.delivered').count() === 2, 'both delivered');
+  check((await hooks.nth(0).innerText()).includes('session.awaiting_approval'), 'the first announces the wait');
+  check((await hooks.nth(1).innerText()).includes('session.cancelled'), 'the second the cancellation');
+  check((await hooks.nth(1).innerText()).includes('HTTP 204'), 'each attempt with its answer');
 
   // Readable on a phone: nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 844 });

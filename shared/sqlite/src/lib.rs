@@ -12,6 +12,7 @@ pub mod reconcile;
 pub mod rows;
 pub mod sessions;
 pub mod steps;
+pub mod webhooks;
 
 use sqlx::SqliteExecutor;
 use uuid::Uuid;

@@ -176,9 +176,11 @@ impl StoreConfig {
 
 mod code_run;
 mod sql_query;
+mod webhooks;
 
 pub use code_run::{CodeRunSettings, SandboxLimits, SandboxMode};
 pub use sql_query::SqlQuerySettings;
+pub use webhooks::WebhookSettings;
 
 /// Which tools this deployment offers, and their limits.
 #[derive(Debug, Clone, Default)]
@@ -430,6 +432,8 @@ pub struct WorkerConfig {
     pub durability: Durability,
     /// Where the worker serves `/metrics` (`AGENTQ_METRICS_LISTEN`; off when unset).
     pub metrics_listen: Option<SocketAddr>,
+    /// The webhook sender's schedule and limits.
+    pub webhooks: WebhookSettings,
 }
 
 /// The timings that keep sessions moving when workers die (ARCHITECTURE.md, step protocol).
@@ -549,6 +553,7 @@ impl WorkerConfig {
             poll_interval: env.millis("AGENTQ_POLL_INTERVAL_MS", 100)?,
             concurrency: env.parsed("AGENTQ_WORKER_CONCURRENCY", 8, "a number of jobs")?,
             durability: Durability::from_env(env)?,
+            webhooks: WebhookSettings::from_env(env)?,
             metrics_listen: match env.raw("AGENTQ_METRICS_LISTEN") {
                 None => None,
                 Some(v) if v.trim().is_empty() => None,

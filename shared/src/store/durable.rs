@@ -11,12 +11,10 @@ use uuid::Uuid;
 
 use super::error::StoreResult;
 use super::model::{
-    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, KeyInfo,
-    LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, Principal, Promoted,
-    RateLimit, Repair, SessionState, Spend, StepRecord, Summary,
+    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal, Promoted, RateLimit, Repair, SessionState, Spend, StepRecord, Summary, WebhookAttemptRecord, WebhookDue,
 };
 use crate::schemas::StepApproval;
-use crate::schemas::{SessionEvent, SessionSummary};
+use crate::schemas::{SessionEvent, SessionSummary, WebhookDelivery};
 
 /// What a cancel request changed.
 #[derive(Debug, Clone)]
@@ -189,6 +187,32 @@ pub trait Durable: Send + Sync {
     async fn lapsed_approvals(&self, limit: i64) -> StoreResult<Vec<LapsedApproval>>;
     async fn fail_overdue(&self) -> StoreResult<Vec<Head>>;
     async fn forget_idempotency_keys(&self, keep: Duration) -> StoreResult<u64>;
+
+    // Webhooks. Deliveries are written by a trigger on `session_events`, with the transition.
+    /// Changes an org's webhook settings and returns them; `None` when no org has that name.
+    async fn configure_org_webhook(
+        &self,
+        org: &str,
+        change: &OrgWebhookChange,
+    ) -> StoreResult<Option<OrgWebhook>>;
+    /// The org's signing secret, set to `candidate` first if it has none.
+    async fn webhook_secret(&self, org_id: Uuid, candidate: &str) -> StoreResult<String>;
+    /// Claims up to `limit` pending deliveries that are due, for one attempt each: each takes
+    /// its next attempt number and is not due again for `lease` (a sender that dies mid-attempt
+    /// leaves it to another worker then).
+    async fn claim_webhooks(&self, limit: i64, lease: Duration) -> StoreResult<Vec<WebhookDue>>;
+    /// Fixes a delivery's body unless an earlier attempt did; returns the body kept.
+    async fn fix_webhook_payload(
+        &self,
+        session_id: Uuid,
+        event_seq: i64,
+        payload: &serde_json::Value,
+    ) -> StoreResult<serde_json::Value>;
+    /// Records an attempt and settles the delivery as it says, unless a later claim has taken
+    /// the delivery over (then only the attempt is recorded).
+    async fn record_webhook_attempt(&self, record: &WebhookAttemptRecord) -> StoreResult<()>;
+    /// A session's webhook messages with their attempts, oldest first.
+    async fn webhook_deliveries(&self, session_id: Uuid) -> StoreResult<Vec<WebhookDelivery>>;
 
     /// Notifications of the session's changes made through this process, when the durable
     /// store can give them (the embedded one, whose API and workers share the process).

@@ -26,6 +26,7 @@ mod sqlite;
 mod steps;
 pub mod storable;
 pub mod view;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,10 +39,7 @@ pub use durable::{Durable, Leadership};
 pub use error::{StoreError, StoreResult};
 pub use hot::{ChangeFeed, HotCopy, NoHotCopy};
 pub use model::{
-    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending,
-    Head, IdempotencyKey, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey,
-    NewSession, Principal, Promoted, RateLimit, Repair, SessionRecord, SessionState, Spend,
-    StepRecord, StepRun, Summary,
+    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending, Head, IdempotencyKey, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal, Promoted, RateLimit, Repair, SessionRecord, SessionState, Spend, StepRecord, StepRun, Summary, WebhookAttemptRecord, WebhookDue, WebhookNext,
 };
 pub use postgres::MIGRATOR;
 pub use redis::RedisHotCopy;

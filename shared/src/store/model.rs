@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::schemas::{
     FailureCode, SessionError, SessionStatus, StepApproval, ToolCall, Usage, ValidatedRun,
+    WebhookEventType,
 };
 
 /// Who is calling: the org that owns the key, and the key itself (for audit).
@@ -615,4 +616,104 @@ mod window_tests {
             );
         }
     }
+}
+
+/// An org's webhook settings, as `agentq admin webhook` shows them. (`Debug` leaves the secret
+/// out, as every type here that holds it does: it must never reach a log.)
+#[derive(Clone, PartialEq, Eq)]
+pub struct OrgWebhook {
+    /// Where the org's sessions' events go when their run names no URL.
+    pub url: Option<String>,
+    /// What every message to the org's sessions' URLs is signed with (`whsec_...`).
+    pub secret: String,
+}
+
+/// A change to an org's webhook settings. The secret is made (from `new_secret`) when the org
+/// has none yet, or replaced with it on `rotate`.
+#[derive(Clone)]
+pub struct OrgWebhookChange {
+    /// `None`: keep the URL; `Some(None)`: clear it; `Some(Some(url))`: set it (checked first).
+    pub url: Option<Option<String>>,
+    pub new_secret: String,
+    pub rotate: bool,
+}
+
+/// A webhook message claimed for one attempt.
+#[derive(Clone, PartialEq)]
+pub struct WebhookDue {
+    pub session_id: Uuid,
+    pub event_seq: i64,
+    pub event_type: WebhookEventType,
+    pub org_id: Uuid,
+    pub url: String,
+    /// This attempt's number: 1 for the first.
+    pub attempt: u32,
+    /// The body an earlier attempt fixed, which every later one sends again.
+    pub payload: Option<serde_json::Value>,
+    /// The org's signing secret, once it has one.
+    pub secret: Option<String>,
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for OrgWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgWebhook")
+            .field("url", &self.url)
+            .field("secret", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for OrgWebhookChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgWebhookChange")
+            .field("url", &self.url)
+            .field("new_secret", &REDACTED)
+            .field("rotate", &self.rotate)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WebhookDue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookDue")
+            .field("session_id", &self.session_id)
+            .field("event_seq", &self.event_seq)
+            .field("event_type", &self.event_type)
+            .field("org_id", &self.org_id)
+            .field("url", &self.url)
+            .field("attempt", &self.attempt)
+            .field("payload", &self.payload)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
+impl WebhookDue {
+    /// The message's `webhook-id`.
+    pub fn message_id(&self) -> String {
+        crate::webhooks::message_id(self.session_id, self.event_seq)
+    }
+}
+
+/// What one attempt came to and what becomes of the delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookAttemptRecord {
+    pub session_id: Uuid,
+    pub event_seq: i64,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub next: WebhookNext,
+}
+
+/// What follows an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookNext {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    Failed,
 }

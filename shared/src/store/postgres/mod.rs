@@ -9,6 +9,7 @@ mod reconcile;
 mod rows;
 mod sessions;
 mod steps;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,15 +20,13 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use crate::schemas::{SessionEvent, SessionSummary};
+use crate::schemas::{SessionEvent, SessionSummary, WebhookDelivery};
 
 use super::counters::Counters;
 use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Leadership};
 use super::error::{StoreError, StoreResult};
 use super::model::{
-    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval,
-    Lease, ListQuery, LlmCallRecord, NewKey, NewSession, Principal, Promoted, RateLimit, Repair,
-    SessionState, Spend, Summary,
+    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal, Promoted, RateLimit, Repair, SessionState, Spend, Summary, WebhookAttemptRecord, WebhookDue,
 };
 
 /// The migrations in `migrations/` (tests apply them down and up again).
@@ -365,5 +364,44 @@ impl Durable for PgDurable {
     async fn forget_idempotency_keys(&self, keep: Duration) -> StoreResult<u64> {
         self.count("forget_idempotency_keys");
         reconcile::forget_idempotency_keys(&self.pool, keep).await
+    }
+
+    async fn configure_org_webhook(
+        &self,
+        org: &str,
+        change: &OrgWebhookChange,
+    ) -> StoreResult<Option<OrgWebhook>> {
+        webhooks::configure(&self.pool, org, change).await
+    }
+
+    async fn webhook_secret(&self, org_id: Uuid, candidate: &str) -> StoreResult<String> {
+        self.count("webhook_secret");
+        webhooks::secret(&self.pool, org_id, candidate).await
+    }
+
+    async fn claim_webhooks(&self, limit: i64, lease: Duration) -> StoreResult<Vec<WebhookDue>> {
+        self.count("claim_webhooks");
+        webhooks::claim(&self.pool, limit, lease).await
+    }
+
+    async fn fix_webhook_payload(
+        &self,
+        session_id: Uuid,
+        event_seq: i64,
+        payload: &serde_json::Value,
+    ) -> StoreResult<serde_json::Value> {
+        self.count("fix_webhook_payload");
+        webhooks::fix_payload(&self.pool, session_id, event_seq, payload).await
+    }
+
+    async fn record_webhook_attempt(&self, record: &WebhookAttemptRecord) -> StoreResult<()> {
+        self.count("record_webhook_attempt");
+        webhooks::record(&self.pool, record).await
+    }
+
+    async fn webhook_deliveries(&self, session_id: Uuid) -> StoreResult<Vec<WebhookDelivery>> {
+        self.count("webhook_deliveries");
+        self.count("webhook_deliveries");
+        webhooks::list(&self.pool, session_id).await
     }
 }

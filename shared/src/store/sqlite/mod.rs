@@ -13,6 +13,7 @@ mod reconcile;
 mod rows;
 mod sessions;
 mod steps;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -24,16 +25,14 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
-use crate::schemas::{SessionEvent, SessionSummary};
+use crate::schemas::{SessionEvent, SessionSummary, WebhookDelivery};
 
 use super::counters::Counters;
 use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Leadership};
 use super::error::{StoreError, StoreResult};
 use super::hot::{ChangeFeed, Feeds};
 use super::model::{
-    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval,
-    Lease, ListQuery, LlmCallRecord, NewKey, NewSession, Principal, Promoted, RateLimit, Repair,
-    SessionState, Spend, Summary,
+    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal, Promoted, RateLimit, Repair, SessionState, Spend, Summary, WebhookAttemptRecord, WebhookDue,
 };
 
 /// The migrations in `migrations/sqlite/`.
@@ -491,5 +490,59 @@ impl Durable for SqliteDurable {
     async fn forget_idempotency_keys(&self, keep: Duration) -> StoreResult<u64> {
         self.count("forget_idempotency_keys");
         reconcile::forget_idempotency_keys(&self.writer, keep).await
+    }
+
+    async fn configure_org_webhook(
+        &self,
+        org: &str,
+        change: &OrgWebhookChange,
+    ) -> StoreResult<Option<OrgWebhook>> {
+        let mut tx = self.write().await?;
+        let configured = webhooks::configure(&mut tx, org, change).await?;
+        tx.commit().await?;
+        Ok(configured)
+    }
+
+    async fn webhook_secret(&self, org_id: Uuid, candidate: &str) -> StoreResult<String> {
+        self.count("webhook_secret");
+        let mut tx = self.write().await?;
+        let secret = webhooks::secret(&mut tx, org_id, candidate).await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+
+    async fn claim_webhooks(&self, limit: i64, lease: Duration) -> StoreResult<Vec<WebhookDue>> {
+        self.count("claim_webhooks");
+        let mut tx = self.write().await?;
+        let claimed = webhooks::claim(&mut tx, limit, lease).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn fix_webhook_payload(
+        &self,
+        session_id: Uuid,
+        event_seq: i64,
+        payload: &serde_json::Value,
+    ) -> StoreResult<serde_json::Value> {
+        self.count("fix_webhook_payload");
+        let mut tx = self.write().await?;
+        let kept = webhooks::fix_payload(&mut tx, session_id, event_seq, payload).await?;
+        tx.commit().await?;
+        Ok(kept)
+    }
+
+    async fn record_webhook_attempt(&self, record: &WebhookAttemptRecord) -> StoreResult<()> {
+        self.count("record_webhook_attempt");
+        let mut tx = self.write().await?;
+        webhooks::record(&mut tx, record).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_deliveries(&self, session_id: Uuid) -> StoreResult<Vec<WebhookDelivery>> {
+        self.count("webhook_deliveries");
+        self.count("webhook_deliveries");
+        webhooks::list(&self.pool, session_id).await
     }
 }

@@ -118,7 +118,7 @@ impl Fetcher {
                 url: url.to_string(),
                 message: error_chain(&error),
             };
-            let client = pinned_client(&pinned).map_err(transport)?;
+            let client = pinned_client(&pinned, USER_AGENT).map_err(transport)?;
             let mut builder = client
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
@@ -165,12 +165,13 @@ impl Fetcher {
 }
 
 /// A client that can only reach the checked addresses: the host name maps to them, any other
-/// lookup fails, system proxies are ignored and redirects are left to the caller.
-fn pinned_client(pinned: &Pinned) -> reqwest::Result<reqwest::Client> {
+/// lookup fails, system proxies are ignored and redirects are left to the caller. (The webhook
+/// sender connects the same way.)
+pub(crate) fn pinned_client(pinned: &Pinned, user_agent: &str) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(USER_AGENT)
+        .user_agent(user_agent)
         .dns_resolver(NoLookups);
     if let Some(name) = &pinned.name {
         builder = builder.resolve_to_addrs(name, &pinned.addrs);
@@ -271,7 +272,7 @@ async fn read(mut response: Response, limit: usize) -> Result<Fetched, FetchErro
 }
 
 /// An error with its causes: reqwest's own message alone rarely says what went wrong.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

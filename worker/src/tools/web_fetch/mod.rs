@@ -34,6 +34,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use fetch::{FetchError, FetchRequest, Fetched, Fetcher, Limits};
+pub(crate) use fetch::{error_chain, pinned_client};
 use ssrf::{Policy, Resolver, SystemResolver};
 
 const NAME: &str = agentq_shared::tools::WEB_FETCH;

@@ -7,7 +7,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// The row of a table that blocks an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rule {
+pub struct Rule {
     pub name: &'static str,
     pub net: IpNet,
 }
@@ -105,7 +105,7 @@ const SUFFIXES: &[(&str, &str)] = &[
 
 /// The IPv4 address an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) carries, else `ip` itself.
 /// `Ipv6Addr::is_loopback` is false for `::ffff:127.0.0.1`, so every check runs on this form.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         IpAddr::V4(_) => ip,
@@ -113,7 +113,7 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The most specific rule that blocks `ip` (checked in its [`canonical`] form), if any.
-pub(crate) fn blocking_rule(ip: IpAddr) -> Option<Rule> {
+pub fn blocking_rule(ip: IpAddr) -> Option<Rule> {
     let ip = canonical(ip);
     let rows: Vec<(IpNet, &'static str)> = match ip {
         IpAddr::V4(_) => V4.iter().map(|&(net, name)| (net.into(), name)).collect(),
@@ -138,7 +138,7 @@ pub(crate) fn blocking_rule(ip: IpAddr) -> Option<Rule> {
 
 /// The rule that refuses a host name before any lookup, if any. `name` is lower case (the URL
 /// parser makes it so), without a trailing dot.
-pub(crate) fn blocking_name_rule(name: &str) -> Option<&'static str> {
+pub fn blocking_name_rule(name: &str) -> Option<&'static str> {
     NAMES
         .iter()
         .find(|(blocked, _)| *blocked == name)

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use anyhow::anyhow;
 use ipnet::IpNet;
-use reqwest::Url;
+use url::Url;
 
 use super::{bare, ip_literal, rules};
 
