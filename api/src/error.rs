@@ -119,7 +119,7 @@ pub struct ErrorDetail {
     /// `malformed_json`, `unsupported_media_type`, `payload_too_large`,
     /// `invalid_idempotency_key`, `idempotency_key_reused`, `invalid_webhook_url`,
     /// `session_finished`, `not_awaiting_approval`, `approval_expired`, `method_not_allowed`,
-    /// `rate_limited`, `internal`.
+    /// `rate_limited`, `concurrency_limited`, `internal`.
     pub code: String,
     pub message: String,
     /// With `invalid_request`: one entry per invalid field.

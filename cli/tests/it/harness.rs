@@ -322,7 +322,7 @@ impl TestEnv {
     }
 
     /// The test's own connection to the embedded store's file.
-    async fn sqlite(&self) -> sqlx::SqlitePool {
+    pub async fn sqlite(&self) -> sqlx::SqlitePool {
         sqlx::SqlitePool::connect(&self.database_url)
             .await
             .expect("the SQLite store opens")

@@ -178,16 +178,14 @@ const FAIR_BOUND: i64 = 20;
 
 /// Fair share: with one org holding 200 waiting sessions, another org's new session does not
 /// wait behind them: while it runs, the backlogged org gets at most `FAIR_BOUND` steps.
-#[tokio::test]
-async fn another_orgs_session_does_not_wait_behind_one_orgs_backlog() {
-    let mut env = TestEnv::new().await;
+async fn another_orgs_session_does_not_wait_behind_one_orgs_backlog(backend: Backend) {
+    let mut env = TestEnv::on(backend).await;
     env.set("AGENTQ_ORG_MAX_ACTIVE_SESSIONS", "0");
     env.set("AGENTQ_RATE_LIMIT_PER_SEC", "0");
     env.set("AGENTQ_WORKER_CONCURRENCY", "2");
     env.start_api().await;
     let crowd = env.key("crowd-org").await;
     let single = env.key("single-org").await;
-    let pg = env.pg().clone();
     // The backlog: 200 two-step sessions, all their first steps waiting before a worker runs.
     for batch in 0..4 {
         let questions: Vec<String> = (0..50).map(|i| format!("crowd {batch}-{i}")).collect();
@@ -197,42 +195,70 @@ async fn another_orgs_session_does_not_wait_behind_one_orgs_backlog() {
     env.start_worker();
     // Once the worker is well into the backlog, the other org's session arrives.
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (done,): (i64,) = sqlx::query_as("SELECT count(*) FROM steps")
-            .fetch_one(&pg)
-            .await
-            .unwrap();
-        if done >= 10 {
-            break;
-        }
+    while backlog(&env, None).await.0 < 10 {
         assert!(Instant::now() < deadline, "the worker never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let id = env.run(&single, "a single question", json!({})).await;
     let done = env.wait_status(&single, id, SessionStatus::Completed).await;
     assert_eq!(done.steps.len(), 2);
-    let (during, waiting): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM steps st JOIN sessions c ON c.id = st.session_id
-                 WHERE c.org_id = o.org_id AND st.decided_at > s.created_at
-                   AND st.decided_at < s.updated_at),
-                (SELECT count(*) FROM sessions c WHERE c.org_id = o.org_id
-                   AND c.status NOT IN ('completed', 'failed', 'cancelled'))
-         FROM sessions s,
-              (SELECT id AS org_id FROM orgs WHERE name = 'crowd-org') o
-         WHERE s.id = $1",
-    )
-    .bind(id)
-    .fetch_one(&pg)
-    .await
-    .unwrap();
+    let (during, waiting) = backlog(&env, Some(id)).await;
     println!(
-        "the backlogged org ran {during} steps while the other's session ran; {waiting} of its sessions still unfinished"
+        "the backlogged org ran {during} steps while the other's session ran; \
+         {waiting} of its sessions still unfinished"
     );
     assert!(
         during <= FAIR_BOUND,
         "the backlogged org ran {during} steps (bound {FAIR_BOUND}) while the other's ran"
     );
     assert!(waiting >= 100, "the backlog was still there ({waiting})");
+}
+
+/// The crowd org's steps decided while session `during` ran (all of them without one), and
+/// how many of its sessions are unfinished.
+async fn backlog(env: &TestEnv, during: Option<Uuid>) -> (i64, i64) {
+    let steps = "SELECT count(*) FROM steps st JOIN sessions c ON c.id = st.session_id
+                 JOIN orgs o ON o.id = c.org_id AND o.name = 'crowd-org'";
+    let window = " WHERE st.decided_at > (SELECT created_at FROM sessions WHERE id = $1)
+                     AND st.decided_at < (SELECT updated_at FROM sessions WHERE id = $1)";
+    let unfinished = "SELECT count(*) FROM sessions c JOIN orgs o ON o.id = c.org_id
+                      WHERE o.name = 'crowd-org'
+                        AND c.status NOT IN ('completed', 'failed', 'cancelled')";
+    let steps = match during {
+        Some(_) => format!("{steps}{window}"),
+        None => steps.to_owned(),
+    };
+    match env.backend {
+        Backend::Postgres => {
+            let count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(steps));
+            let count = match during {
+                Some(id) => count.bind(id),
+                None => count,
+            };
+            let steps = count.fetch_one(env.pg()).await.unwrap();
+            let open = sqlx::query_scalar(unfinished)
+                .fetch_one(env.pg())
+                .await
+                .unwrap();
+            (steps, open)
+        }
+        Backend::Sqlite => {
+            let pool = env.sqlite().await;
+            let steps = steps.replace("$1", "?1");
+            let count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(steps));
+            let count = match during {
+                Some(id) => count.bind(id),
+                None => count,
+            };
+            let steps = count.fetch_one(&pool).await.unwrap();
+            let open = sqlx::query_scalar(unfinished)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            (steps, open)
+        }
+    }
 }
 
 /// Past the cap a session waits `queued` (visible to polls and events), `if_busy: reject`
@@ -434,6 +460,7 @@ async fn status_events(env: &TestEnv, key: &str, id: Uuid) -> Vec<String> {
 }
 
 on_both_backends!(
+    another_orgs_session_does_not_wait_behind_one_orgs_backlog,
     past_the_cap_sessions_queue_or_are_refused,
     a_queued_session_past_its_deadline_fails,
 );

@@ -7,6 +7,13 @@
 //! its own (apalis-sqlite runs its own migrations and sets `synchronous = OFF` on its
 //! connections): like Redis, it is only the wake-up signal, and the reconciler rebuilds it from
 //! the durable store.
+//!
+//! **Fair share**: apalis-sqlite fetches by priority, then run time. Each push takes a tag from
+//! its org's lane (start-time fair queueing: one past the org's last tag, but never behind the
+//! most urgent job waiting, or, with none waiting, the last tag given), and the job's priority
+//! falls as its tag rises. An org's backlog holds consecutive tags, so another org's job ranks
+//! beside the backlog's front, not behind it. The lanes' last tags are a table of this file's
+//! own (`agentq_lanes`).
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
@@ -23,6 +30,9 @@ use super::{Depth, Push, QueueSettings, StepJob};
 
 /// The queue's name (apalis-sqlite's job type).
 const NAME: &str = "agentq:steps";
+
+/// The priority of lane tag 0; tag t waits at `LANE_TOP - t`.
+const LANE_TOP: i64 = 1 << 52;
 
 /// The queue's file next to an embedded store's (`sqlite://dir/agentq.db` → `dir/queue.db`),
 /// or `None` for a Postgres store.
@@ -69,6 +79,12 @@ async fn shared(url: &str) -> anyhow::Result<(SqlitePool, Listeners)> {
     SqliteStorage::setup(&pool)
         .await
         .map_err(|e| anyhow::anyhow!("cannot set up the queue's database at {url}: {e}"))?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS agentq_lanes (org TEXT PRIMARY KEY, last_tag INTEGER NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot set up the queue's lanes at {url}: {e}"))?;
     let shared = (pool, Listeners::default());
     open.insert(url.to_owned(), shared.clone());
     Ok(shared)
@@ -129,9 +145,15 @@ impl SqliteQueue {
 
     pub async fn push(&self, job: StepJob, why: Push) -> Result<(), String> {
         let key = why.task_id(&job).to_string();
+        let priority = self.lane_priority(job.org_id).await?;
         let mut storage = self.storage.clone();
         storage
-            .push_task(TaskBuilder::new(job).idempotency_key(key).build())
+            .push_task(
+                TaskBuilder::new(job)
+                    .idempotency_key(key)
+                    .priority(priority)
+                    .build(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         if let Ok(mut listeners) = self.listeners.lock() {
@@ -144,6 +166,27 @@ impl SqliteQueue {
             });
         }
         Ok(())
+    }
+
+    /// The next tag of the org's lane, as a priority (the earlier the tag, the higher).
+    async fn lane_priority(&self, org: Option<uuid::Uuid>) -> Result<usize, String> {
+        let org = org.map_or_else(|| "none".to_owned(), |o| o.simple().to_string());
+        let tag: i64 = sqlx::query_scalar(
+            "INSERT INTO agentq_lanes (org, last_tag)
+             SELECT ?1, max(coalesce((SELECT last_tag FROM agentq_lanes WHERE org = ?1), 0) + 1,
+                            coalesce(?2 - (SELECT max(priority) FROM Jobs
+                                           WHERE job_type = ?3 AND status = 'Pending'),
+                                     (SELECT max(last_tag) FROM agentq_lanes), 0))
+             ON CONFLICT (org) DO UPDATE SET last_tag = excluded.last_tag
+             RETURNING last_tag",
+        )
+        .bind(&org)
+        .bind(LANE_TOP)
+        .bind(NAME)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(usize::try_from(LANE_TOP - tag.clamp(0, LANE_TOP)).unwrap_or(0))
     }
 
     pub fn fetch_signals(&self, poll_interval: Duration) -> BoxStream<'static, ()> {

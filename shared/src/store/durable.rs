@@ -11,7 +11,10 @@ use uuid::Uuid;
 
 use super::error::StoreResult;
 use super::model::{
-    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal, Promoted, RateLimit, Repair, SessionState, Spend, StepRecord, Summary, WebhookAttemptRecord, WebhookDue,
+    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, Created, Decision, Ending, Head, KeyInfo,
+    LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook,
+    OrgWebhookChange, Principal, Promoted, RateLimit, Repair, SessionState, Spend, StepRecord,
+    Summary, WebhookAttemptRecord, WebhookDue,
 };
 use crate::schemas::StepApproval;
 use crate::schemas::{SessionEvent, SessionSummary, WebhookDelivery};

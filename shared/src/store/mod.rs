@@ -39,7 +39,11 @@ pub use durable::{Durable, Leadership};
 pub use error::{StoreError, StoreResult};
 pub use hot::{ChangeFeed, HotCopy, NoHotCopy};
 pub use model::{
-    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending, Head, IdempotencyKey, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal, Promoted, RateLimit, Repair, SessionRecord, SessionState, Spend, StepRecord, StepRun, Summary, WebhookAttemptRecord, WebhookDue, WebhookNext,
+    ActiveCap, ApprovalDecision, ApprovalOutcome, Begin, CancelOutcome, Created, Decision, Ending,
+    Head, IdempotencyKey, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey,
+    NewSession, OrgWebhook, OrgWebhookChange, Principal, Promoted, RateLimit, Repair,
+    SessionRecord, SessionState, Spend, StepRecord, StepRun, Summary, WebhookAttemptRecord,
+    WebhookDue, WebhookNext,
 };
 pub use postgres::MIGRATOR;
 pub use redis::RedisHotCopy;

@@ -26,7 +26,9 @@ use super::counters::Counters;
 use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Leadership};
 use super::error::{StoreError, StoreResult};
 use super::model::{
-    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal, Promoted, RateLimit, Repair, SessionState, Spend, Summary, WebhookAttemptRecord, WebhookDue,
+    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval,
+    Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal,
+    Promoted, RateLimit, Repair, SessionState, Spend, Summary, WebhookAttemptRecord, WebhookDue,
 };
 
 /// The migrations in `migrations/` (tests apply them down and up again).

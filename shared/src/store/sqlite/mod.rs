@@ -32,7 +32,9 @@ use super::durable::{Announced, Approved, Cancelled, DecisionStored, Durable, Le
 use super::error::{StoreError, StoreResult};
 use super::hot::{ChangeFeed, Feeds};
 use super::model::{
-    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval, Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal, Promoted, RateLimit, Repair, SessionState, Spend, Summary, WebhookAttemptRecord, WebhookDue,
+    ActiveCap, ApprovalDecision, Begin, Created, Decision, Ending, Head, KeyInfo, LapsedApproval,
+    Lease, ListQuery, LlmCallRecord, NewKey, NewSession, OrgWebhook, OrgWebhookChange, Principal,
+    Promoted, RateLimit, Repair, SessionState, Spend, Summary, WebhookAttemptRecord, WebhookDue,
 };
 
 /// The migrations in `migrations/sqlite/`.
@@ -229,6 +231,13 @@ impl Durable for SqliteDurable {
 
     async fn promote_queued(&self, org: Option<Uuid>, limit: i64) -> StoreResult<Vec<Promoted>> {
         self.count("promote_queued");
+        // Most ends free a slot no one waits for: a read says so without taking the writer.
+        if agentq_sqlite::sessions::orgs_with_queued(&self.pool, org)
+            .await?
+            .is_empty()
+        {
+            return Ok(Vec::new());
+        }
         let mut tx = self.write().await?;
         let promoted = sessions::promote_queued(&mut tx, org, limit).await?;
         tx.commit().await?;
