@@ -72,8 +72,7 @@ pub async fn pass(ctx: &Context) -> anyhow::Result<()> {
     }
     // Sessions ended above, and any whose end did not start the next queued one (its worker
     // died first, or the push failed), free slots here.
-    let promoted = store.promote_queued(None, REPAIRS_PER_PASS).await?;
-    let started = ctx.queue.start_promoted(&promoted).await;
+    let started = ctx.queue.start_queued(store, None, REPAIRS_PER_PASS).await;
     if started > 0 {
         tracing::info!(started, "started queued sessions");
     }

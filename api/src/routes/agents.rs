@@ -199,23 +199,6 @@ async fn create(
         .into_response())
 }
 
-/// Starts the org's queued sessions that a session's end gave a slot. Best effort: the
-/// reconciler starts any it misses.
-async fn start_queued(state: &AppState, org_id: Uuid) {
-    match state
-        .store
-        .promote_queued(Some(org_id), PROMOTE_AT_ONCE)
-        .await
-    {
-        Ok(promoted) => {
-            state.queue.start_promoted(&promoted).await;
-        }
-        Err(e) => {
-            tracing::warn!(%org_id, error = %e, "cannot start queued sessions yet; the reconciler will")
-        }
-    }
-}
-
 /// The most queued sessions one session's end starts (a slot frees one; more catch up).
 const PROMOTE_AT_ONCE: i64 = 100;
 
@@ -480,7 +463,10 @@ pub async fn cancel(
             .ok_or_else(|| ApiError::not_found("session"))
     };
     if outcome == CancelOutcome::Cancelled {
-        start_queued(&state, principal.org_id).await;
+        state
+            .queue
+            .start_queued(&state.store, Some(principal.org_id), PROMOTE_AT_ONCE)
+            .await;
     }
     match outcome {
         CancelOutcome::Requested | CancelOutcome::Cancelled => {
@@ -564,7 +550,10 @@ pub async fn approve(
         }
         ApprovalOutcome::Expired => {
             // The session may just have failed `approval_expired`, freeing its slot.
-            start_queued(&state, principal.org_id).await;
+            state
+                .queue
+                .start_queued(&state.store, Some(principal.org_id), PROMOTE_AT_ONCE)
+                .await;
             return Err(ApiError::client(
                 StatusCode::CONFLICT,
                 "approval_expired",

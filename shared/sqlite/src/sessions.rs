@@ -327,19 +327,12 @@ pub async fn queued_of(db: impl SqliteExecutor<'_>, org_id: Uuid) -> sqlx::Resul
     .await
 }
 
-/// A queued session made `pending`, with its trace.
-#[derive(Debug)]
-pub struct Started {
-    pub head: Head,
-    pub traceparent: Option<String>,
-}
-
 /// Makes a queued session `pending`, taking its next event's number.
 pub async fn start_queued(
     db: impl SqliteExecutor<'_>,
     id: Uuid,
     at: i64,
-) -> sqlx::Result<Option<Started>> {
+) -> sqlx::Result<Option<Moved>> {
     let row = sqlx::query!(
         r#"UPDATE sessions SET status = 'pending', event_seq = event_seq + 1,
                version = version + 1, updated_at = ?2
@@ -356,7 +349,7 @@ pub async fn start_queued(
     )
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|r| Started {
+    Ok(row.map(|r| Moved {
         head: Head {
             id: r.id,
             status: r.status,
@@ -486,16 +479,17 @@ pub async fn decide_step(
     .await
 }
 
-/// A session put back to running after a decision, and the trace its steps join.
+/// A session moved on (a queued one started, a held one resumed after a decision), and the
+/// trace its steps join.
 #[derive(Debug)]
-pub struct Resumed {
+pub struct Moved {
     pub head: Head,
     pub traceparent: Option<String>,
 }
 
 /// Puts the session back to `running`, taking two events' numbers (the decision's and the
 /// status').
-pub async fn resume(db: impl SqliteExecutor<'_>, id: Uuid, at: i64) -> sqlx::Result<Resumed> {
+pub async fn resume(db: impl SqliteExecutor<'_>, id: Uuid, at: i64) -> sqlx::Result<Moved> {
     let row = sqlx::query!(
         r#"UPDATE sessions SET status = 'running', approval_expires_at = NULL,
                event_seq = event_seq + 2, version = version + 1, updated_at = ?2
@@ -512,7 +506,7 @@ pub async fn resume(db: impl SqliteExecutor<'_>, id: Uuid, at: i64) -> sqlx::Res
     )
     .fetch_one(db)
     .await?;
-    Ok(Resumed {
+    Ok(Moved {
         head: Head {
             id: row.id,
             status: row.status,

@@ -505,14 +505,28 @@ impl StepQueue {
         })
     }
 
-    /// Queues the first step of each session just given a slot (`Store::promote_queued`). A
-    /// push that fails is left to the reconciler, which repairs any pending session whose job
-    /// was lost; returns how many were queued.
-    pub async fn start_promoted(&self, promoted: &[crate::store::Promoted]) -> usize {
+    /// Starts queued sessions whose org has a free slot (of `org`, or of every org; at most
+    /// `limit`): the store makes them `pending` and this queues their first steps. Called
+    /// wherever a session ends. Best effort: what fails here (the store, a push) is left to
+    /// the reconciler, whose pass does the same for every org and repairs any pending session
+    /// whose job was lost. Returns how many were queued.
+    pub async fn start_queued(
+        &self,
+        store: &crate::store::Store,
+        org: Option<Uuid>,
+        limit: i64,
+    ) -> usize {
+        let promoted = match store.promote_queued(org, limit).await {
+            Ok(promoted) => promoted,
+            Err(e) => {
+                tracing::warn!(org_id = ?org, error = %e,
+                    "cannot start queued sessions yet; the reconciler will");
+                return 0;
+            }
+        };
         let mut queued = 0;
         for p in promoted {
-            let job =
-                StepJob::new(p.head.id, p.head.next_step, p.traceparent.clone()).of_org(p.org_id);
+            let job = StepJob::new(p.head.id, p.head.next_step, p.traceparent).of_org(p.org_id);
             match self.push(job, Push::Next).await {
                 Ok(()) => queued += 1,
                 Err(e) => tracing::warn!(session_id = %p.head.id, error = %e,

@@ -45,7 +45,10 @@ pub async fn finish(ctx: &Context, run: &mut StepRun, finish: Finish) -> anyhow:
         metrics::counter!("agentq_steps_total", "outcome" => "ended").increment(1);
         let code = record.error.as_ref().map(|e| e.code.as_str());
         tracing::info!(status = %record.status, %wanted, code, "session finished");
-        start_queued(ctx, record.org_id).await;
+        // The slot it held goes to its org's oldest queued session, if any.
+        ctx.queue
+            .start_queued(&ctx.store, Some(record.org_id), PROMOTE_AT_ONCE)
+            .await;
     } else {
         tracing::debug!(%wanted, "the session had already ended");
     }
@@ -54,19 +57,3 @@ pub async fn finish(ctx: &Context, run: &mut StepRun, finish: Finish) -> anyhow:
 
 /// The most queued sessions one session's end starts (its slot frees one; more catch up).
 const PROMOTE_AT_ONCE: i64 = 100;
-
-/// Gives the slot the session held to its org's oldest queued session, if any, and queues its
-/// first step. Best effort: the reconciler starts any session this misses.
-pub async fn start_queued(ctx: &Context, org_id: uuid::Uuid) {
-    match ctx
-        .store
-        .promote_queued(Some(org_id), PROMOTE_AT_ONCE)
-        .await
-    {
-        Ok(promoted) => {
-            ctx.queue.start_promoted(&promoted).await;
-        }
-        Err(e) => tracing::warn!(%org_id, error = %e,
-            "cannot start queued sessions yet; the reconciler will"),
-    }
-}
