@@ -2,7 +2,10 @@
 //! one place that makes job ids.
 //!
 //! The queue is only a wake-up signal: delivery is at least once, so every effect of a job is
-//! keyed by `(session_id, step)` in the store.
+//! keyed by `(session_id, step)` in the store. apalis-redis silently skips a push whose id it
+//! still holds (FIELD_NOTES): the normal push's id is derived from `(session, step)`, so the
+//! same step is never queued twice that way; a resume after approval and a repair by the
+//! reconciler need ids of their own, or the skip would swallow them.
 //!
 //! **Fair share** (on Redis): apalis-redis hands out jobs first in, first out, so one org's
 //! thousand waiting steps would delay every other org's. A push therefore parks its job in
@@ -11,10 +14,8 @@
 //! room for k more steps first moves up to k ids out of the lanes into apalis-redis's active
 //! list, one org at a time round the ring (`DISPATCH`, one script: an id leaves the scheduled
 //! set only to enter the active list), then fetches as usual. A worker without room does not
-//! fetch, so waiting jobs stay in the lanes, where the next org's turn comes after one job. apalis-redis silently skips a push whose id it
-//! still holds (FIELD_NOTES): the normal push's id is derived from `(session, step)`, so the
-//! same step is never queued twice that way; a resume after approval and a repair by the
-//! reconciler need ids of their own, or the skip would swallow them.
+//! fetch, so waiting jobs stay in the lanes, where the next org's turn comes after one job.
+//! (On SQLite, `sqlite.rs` gets the same order from apalis-sqlite's priorities.)
 
 mod board;
 mod sqlite;
