@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use agentq_shared::queue::{Push, StepJob};
+use agentq_shared::queue::{Push, START_AT_ONCE, StepJob};
 use agentq_shared::schemas::{
     AgentRunRequest, AgentRunResponse, AgentSession, ApprovalRequest, FieldError, NUL_MESSAGE,
     RunDefaults, SessionList, SessionStatus, ValidatedRun,
@@ -198,9 +198,6 @@ async fn create(
     )
         .into_response())
 }
-
-/// The most queued sessions one session's end starts (a slot frees one; more catch up).
-const PROMOTE_AT_ONCE: i64 = 100;
 
 /// A session id from the path; one that doesn't parse is simply not found.
 pub(crate) fn session_id(id: &str) -> Result<Uuid, ApiError> {
@@ -465,7 +462,7 @@ pub async fn cancel(
     if outcome == CancelOutcome::Cancelled {
         state
             .queue
-            .start_queued(&state.store, Some(principal.org_id), PROMOTE_AT_ONCE)
+            .start_queued(&state.store, Some(principal.org_id), START_AT_ONCE)
             .await;
     }
     match outcome {
@@ -552,7 +549,7 @@ pub async fn approve(
             // The session may just have failed `approval_expired`, freeing its slot.
             state
                 .queue
-                .start_queued(&state.store, Some(principal.org_id), PROMOTE_AT_ONCE)
+                .start_queued(&state.store, Some(principal.org_id), START_AT_ONCE)
                 .await;
             return Err(ApiError::client(
                 StatusCode::CONFLICT,

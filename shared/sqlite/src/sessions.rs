@@ -118,6 +118,7 @@ pub async fn set_rate_limit(
     Ok(done.rows_affected())
 }
 
+/// Sets (or with NULL clears) the active-session cap of the org named `name`; the rows changed.
 pub async fn set_active_cap(
     db: impl SqliteExecutor<'_>,
     name: &str,

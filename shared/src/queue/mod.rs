@@ -140,6 +140,10 @@ pub struct Depth {
     pub dead: u64,
 }
 
+/// The most queued sessions one session's end starts (its slot frees one; the rest catch up
+/// after a cap was raised or an end was missed).
+pub const START_AT_ONCE: i64 = 100;
+
 /// When a job parked in its org's lane is due: never (3000-01-01), until a worker with room
 /// moves it on. apalis-redis's own fetch promotes only jobs due by now.
 pub const LANE_AT: u64 = 32_503_680_000;

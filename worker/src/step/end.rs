@@ -3,6 +3,7 @@
 //! record) is stored in the same write as the ending. The slot the session held under its org's
 //! cap goes to the org's oldest queued session.
 
+use agentq_shared::queue::START_AT_ONCE;
 use agentq_shared::store::{Decision, Ending, LlmCallRecord, StepRun};
 
 use crate::Context;
@@ -47,13 +48,10 @@ pub async fn finish(ctx: &Context, run: &mut StepRun, finish: Finish) -> anyhow:
         tracing::info!(status = %record.status, %wanted, code, "session finished");
         // The slot it held goes to its org's oldest queued session, if any.
         ctx.queue
-            .start_queued(&ctx.store, Some(record.org_id), PROMOTE_AT_ONCE)
+            .start_queued(&ctx.store, Some(record.org_id), START_AT_ONCE)
             .await;
     } else {
         tracing::debug!(%wanted, "the session had already ended");
     }
     Ok(())
 }
-
-/// The most queued sessions one session's end starts (its slot frees one; more catch up).
-const PROMOTE_AT_ONCE: i64 = 100;
