@@ -7,6 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = agentq_shared::telemetry::init("agentq-api", "info");
+    agentq_shared::memory::small_pages();
     let config = match ApiConfig::from_env(&Env::process()) {
         Ok(config) => config,
         Err(e) => {

@@ -7,6 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() {
     let _telemetry = agentq_shared::telemetry::init("agentq", "warn");
+    agentq_shared::memory::small_pages();
     let cli = agentq_cli::args::Cli::parse();
     match agentq_cli::commands::run(cli).await {
         Ok(code) => std::process::exit(code),

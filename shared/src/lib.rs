@@ -3,6 +3,7 @@
 //! webhook signing.
 
 pub mod config;
+pub mod memory;
 pub mod metrics;
 pub mod pricing;
 pub mod queue;
