@@ -12,6 +12,7 @@
 //! - `memory`: resident size of API and worker, idle, under load, after 10,000 sessions.
 
 mod api;
+mod cpu;
 mod load;
 mod memory;
 mod recovery;

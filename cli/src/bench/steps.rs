@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::cpu;
 use super::load::round;
 use super::stack::Stack;
 use super::{Options, Table};
@@ -49,6 +50,9 @@ struct Run {
     per_step: Histogram<u64>,
     transactions_per_step: f64,
     redis_per_step: f64,
+    /// Milliseconds of the whole machine's CPU per step finished, and the share the hypervisor
+    /// took (`None` without `/proc/stat`).
+    cpu_per_step: Option<(f64, f64)>,
     failed: u64,
 }
 
@@ -67,7 +71,7 @@ async fn measure(stack: &Stack, in_flight: usize, seconds: Duration) -> anyhow::
     fill(in_flight).await;
     // Let the pipeline fill before measuring.
     let warm_until = Instant::now() + seconds / 4;
-    let mut window: Option<(Instant, u64, u64, u64)> = None;
+    let mut window: Option<(Instant, u64, u64, u64, Option<cpu::Sample>)> = None;
     // The benchmark's own queries in the window, which are not agentq's transactions.
     let mut own_queries = 0u64;
     loop {
@@ -88,16 +92,21 @@ async fn measure(stack: &Stack, in_flight: usize, seconds: Duration) -> anyhow::
                     steps0,
                     stack.transactions().await?,
                     stack.redis_commands().await?,
+                    cpu::Sample::now(),
                 ));
                 own_queries = 0;
             }
-            Some((start, steps0, tx0, redis0)) if now >= start + seconds => {
+            Some((start, steps0, tx0, redis0, cpu0)) if now >= start + seconds => {
+                let cpu1 = cpu::Sample::now();
                 let summary = stack.summary().await?;
                 let steps = (summary.steps_finished - steps0).max(1);
                 let elapsed = now.duration_since(start).as_secs_f64();
                 let tx = (stack.transactions().await?).saturating_sub(tx0 + own_queries + 1);
                 let redis = (stack.redis_commands().await?).saturating_sub(redis0);
                 let failed = summary.sessions(agentq_shared::schemas::SessionStatus::Failed);
+                let cpu_per_step = cpu0
+                    .zip(cpu1)
+                    .map(|(a, b)| (a.ms_per(&b, steps), a.steal_share(&b)));
                 let sample: Vec<Uuid> = ids
                     .lock()
                     .map(|ids| ids.iter().take(100).copied().collect())
@@ -107,6 +116,7 @@ async fn measure(stack: &Stack, in_flight: usize, seconds: Duration) -> anyhow::
                     per_step: per_step_latency(stack, &sample).await,
                     transactions_per_step: tx as f64 / steps as f64,
                     redis_per_step: redis as f64 / steps as f64,
+                    cpu_per_step,
                     failed,
                 });
             }
@@ -184,6 +194,8 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
             "step p99 ms",
             "pg tx/step",
             "redis cmd/step",
+            "cpu ms/step",
+            "steal %",
             "failed",
         ],
     );
@@ -211,6 +223,10 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
                 } else {
                     json!(round(run.redis_per_step, 2))
                 },
+                run.cpu_per_step
+                    .map_or(Value::Null, |(ms, _)| json!(round(ms, 2))),
+                run.cpu_per_step
+                    .map_or(Value::Null, |(_, steal)| json!(round(steal * 100.0, 1))),
                 json!(run.failed),
             ]);
             // Let the sessions in flight drain before the next configuration.
@@ -226,6 +242,13 @@ pub async fn run(options: Options) -> anyhow::Result<Vec<Table>> {
     table.notes.push(
         "pg tx/step and redis cmd/step count everything on the server during the window \
          (session creation and the queue included), per step finished"
+            .into(),
+    );
+    table.notes.push(
+        "cpu ms/step: the whole machine's CPU time in the window (every process: agentq, \
+         Postgres, Redis, this benchmark) per step finished; steal %: the time the hypervisor \
+         took. On a shared machine steps/s moves with the neighbours, cpu ms/step much less: \
+         compare builds by it"
             .into(),
     );
     table.notes.push(
