@@ -339,7 +339,7 @@ pub struct ListParams {
 }
 
 /// List the org's sessions, newest first, a page at a time.
-#[utoipa::path(get, path = "/v1/agents", tag = "sessions",
+#[utoipa::path(get, path = "/v1/agents", tag = "sessions", operation_id = "list_sessions",
     params(
         ("status" = Option<SessionStatus>, Query, description = "Only sessions in this status"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100,

@@ -13,7 +13,7 @@ pub struct ToolList {
 }
 
 /// The tools this deployment offers, with their JSON Schemas.
-#[utoipa::path(get, path = "/v1/tools", tag = "tools",
+#[utoipa::path(get, path = "/v1/tools", tag = "tools", operation_id = "list_tools",
     responses(
         (status = 200, description = "The tools", body = ToolList),
         (status = 401, description = "`unauthorized`", body = ErrorBody),

@@ -55,9 +55,16 @@ async fn the_description_covers_every_route_and_docs_need_no_network() {
     assert_eq!(spec["openapi"], json!("3.1.0"));
 
     let mut documented: Vec<(String, String)> = Vec::new();
+    // Client generators name a method after each operationId: one per operation, none twice.
+    let mut operation_ids = std::collections::BTreeMap::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             documented.push((method.clone(), path.clone()));
+            let id = operation["operationId"].as_str().unwrap_or_default();
+            assert!(!id.is_empty(), "{method} {path} has no operationId");
+            if let Some(other) = operation_ids.insert(id.to_owned(), format!("{method} {path}")) {
+                panic!("operationId {id:?} names both {other} and {method} {path}");
+            }
             let responses = operation["responses"].as_object().unwrap();
             let secured = operation.get("security").is_some_and(|s| s != &json!([]))
                 || spec.get("security").is_some();
