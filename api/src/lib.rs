@@ -39,6 +39,9 @@ impl AppState {
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
         let store = Store::connect(&config.store).await?;
         store.migrate().await?;
+        // A worker that dies between ending a session and writing its snapshot leaves the
+        // snapshot behind; the API sees every end and repairs that.
+        store.follow_endings();
         let settings = QueueSettings {
             heartbeat_interval: config.heartbeat,
             missed_heartbeats: config.missed_heartbeats,

@@ -51,6 +51,39 @@ async fn a_job_delivered_twice_at_once_makes_one_step(backend: Backend) {
     assert_eq!(env.llm.calls_for("marker-dup").len(), 2);
 }
 
+/// A process that dies between committing a session's end and writing its snapshot leaves the
+/// snapshot behind, and the session never changes again to replace it. The API hears every
+/// end from Postgres at its commit and puts the snapshot right.
+#[tokio::test]
+async fn an_end_whose_snapshot_was_never_written_still_shows() {
+    let mut env = TestEnv::new().await;
+    env.start_api().await;
+    let key = env.key("acme").await;
+    // No worker: the session stays pending, with the snapshot the API wrote.
+    let id = env.run(&key, "marker-unseen-end: go", json!({})).await;
+    let pending = env.session(&key, id).await;
+    assert_eq!(pending.status, SessionStatus::Pending);
+    // The session ends in Postgres alone, as if its process died right after the commit.
+    let durable = agentq_shared::store::Store::connect_durable(env.database_url())
+        .await
+        .unwrap();
+    durable.request_cancel(id, pending.org_id).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let session = env.session(&key, id).await;
+        if session.status == SessionStatus::Cancelled {
+            assert!(session.version > pending.version, "{session:#?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "polls still show {:?} 3 s after the session ended",
+            session.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_worker_that_lost_its_lease_cannot_write() {
     let mut env = TestEnv::new().await;

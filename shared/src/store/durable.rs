@@ -222,4 +222,13 @@ pub trait Durable: Send + Sync {
     fn changes(&self, _id: Uuid) -> Option<super::hot::ChangeFeed> {
         None
     }
+
+    /// Every session that ends from now on, by any process, as `(id, version after)`, while
+    /// the connection lasts (`None`: the store cannot tell, or needs not: the embedded store has
+    /// no hot copy to keep).
+    async fn endings(
+        &self,
+    ) -> StoreResult<Option<futures::stream::BoxStream<'static, (Uuid, i64)>>> {
+        Ok(None)
+    }
 }

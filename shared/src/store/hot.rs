@@ -29,6 +29,8 @@ pub trait HotCopy: Send + Sync {
             }
         }
     }
+    /// The version of the session's snapshot as held, if one is.
+    async fn version(&self, id: Uuid) -> Option<i64>;
     /// Stores the snapshot unless a newer version is held, and announces the change on the
     /// session's channel. Returns whether the cancel flag is up (`None`: not known here).
     async fn put(&self, session: &AgentSession) -> Option<bool>;
@@ -91,6 +93,10 @@ impl HotCopy for NoHotCopy {
     }
 
     async fn snapshot_json(&self, _id: Uuid) -> Option<String> {
+        None
+    }
+
+    async fn version(&self, _id: Uuid) -> Option<i64> {
         None
     }
 

@@ -116,6 +116,16 @@ impl HotCopy for RedisHotCopy {
         })
     }
 
+    async fn version(&self, id: Uuid) -> Option<i64> {
+        self.counters.hot("version");
+        let key = format!("{}:v", self.key("session", id));
+        let held: redis::RedisResult<Option<i64>> = self.conn.clone().get(key).await;
+        held.unwrap_or_else(|e| {
+            tracing::warn!(session_id = %id, error = %e, "Redis unavailable; cannot read a snapshot's version");
+            None
+        })
+    }
+
     async fn put(&self, session: &AgentSession) -> Option<bool> {
         let id = session.session_id;
         let json = match serde_json::to_string(session) {

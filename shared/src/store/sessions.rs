@@ -1,6 +1,9 @@
 //! What the API asks of the store: keys, creating a session, reading one, cancelling, deciding
 //! an approval. Each transition writes the hot copy itself.
 
+use std::time::Duration;
+
+use futures::StreamExt as _;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -16,6 +19,10 @@ use super::{Store, view};
 use crate::schemas::{AgentSession, SessionEvent, SessionStatus, SessionSummary};
 
 const KEY_PREFIX: &str = "aq_";
+
+/// How long after a session's end its snapshot is checked: the ending process writes it right
+/// after its commit, well within this.
+const HEAL_AFTER: Duration = Duration::from_millis(50);
 
 /// Lowercase hex SHA-256, for API keys and request fingerprints.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -178,6 +185,55 @@ impl Store {
         let json = serde_json::to_string(&session)
             .map_err(|e| StoreError::Backend(format!("cannot encode a session: {e}")))?;
         Ok(Some((session.org_id, json)))
+    }
+
+    /// Keeps the hot copy true to how sessions end, whichever process ended them. A process
+    /// that died between committing a session's end and writing its snapshot left a snapshot
+    /// that no later change will replace (the session never changes again): every end is
+    /// announced by the durable store at its commit, and one whose snapshot is still older a
+    /// moment later is read again. Runs as long as the process (the API starts it) and listens
+    /// again after a lost connection.
+    pub fn follow_endings(&self) {
+        if !self.hot.enabled() {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match store.durable.endings().await {
+                    Ok(Some(mut ended)) => {
+                        while let Some((id, version)) = ended.next().await {
+                            let store = store.clone();
+                            tokio::spawn(async move { store.heal(id, version).await });
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot follow session endings; retrying")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// After the ending process has had its moment to write the snapshot: a held snapshot
+    /// older than the end is replaced from the durable store (none held: the next poll reads
+    /// the durable store anyway).
+    async fn heal(&self, id: Uuid, version: i64) {
+        tokio::time::sleep(HEAL_AFTER).await;
+        if self
+            .hot
+            .version(id)
+            .await
+            .is_some_and(|held| held < version)
+        {
+            tracing::info!(session_id = %id, version,
+                "the snapshot missed the session's end (its process died?); reading it again");
+            if let Err(e) = self.reload(id).await {
+                tracing::warn!(session_id = %id, error = %e, "cannot refresh an ended session's snapshot");
+            }
+        }
     }
 
     /// The session read whole from the durable store, written through to the hot copy.

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -84,6 +86,15 @@ fn encode(e: serde_json::Error) -> StoreError {
     StoreError::Backend(format!("cannot encode a value for Postgres: {e}"))
 }
 
+/// Where every terminal transition is announced (`agentq_notify_ended`, a trigger on the `done`
+/// event): "<session id> <version>".
+const ENDED_CHANNEL: &str = "agentq_session_ended";
+
+fn ended(payload: &str) -> Option<(Uuid, i64)> {
+    let (id, version) = payload.split_once(' ')?;
+    Some((id.parse().ok()?, version.parse().ok()?))
+}
+
 /// Holding the connection holds the advisory lock.
 struct PgLeadership(sqlx::pool::PoolConnection<sqlx::Postgres>);
 
@@ -108,6 +119,17 @@ impl Durable for PgDurable {
             .run(&self.pool)
             .await
             .map_err(|e| StoreError::Backend(format!("applying migrations: {e}")))
+    }
+
+    async fn endings(&self) -> StoreResult<Option<BoxStream<'static, (Uuid, i64)>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(ENDED_CHANNEL).await?;
+        let ended = listener
+            .into_stream()
+            // A lost connection ends the stream; the follower listens again.
+            .take_while(|n| std::future::ready(n.is_ok()))
+            .filter_map(|n| std::future::ready(n.ok().and_then(|n| ended(n.payload()))));
+        Ok(Some(ended.boxed()))
     }
 
     async fn ping(&self) -> StoreResult<()> {
