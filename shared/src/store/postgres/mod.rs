@@ -122,7 +122,14 @@ impl Durable for PgDurable {
     }
 
     async fn endings(&self) -> StoreResult<Option<BoxStream<'static, (Uuid, i64)>>> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        // A connection of its own: one from the pool would be held for good, a pool of eight
+        // serving seven.
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
         listener.listen(ENDED_CHANNEL).await?;
         let ended = listener
             .into_stream()
