@@ -41,7 +41,7 @@ impl AppState {
         store.migrate().await?;
         // A worker that dies between ending a session and writing its snapshot leaves the
         // snapshot behind; the API sees every end and repairs that.
-        store.follow_endings();
+        store.follow_endings().await;
         let settings = QueueSettings {
             heartbeat_interval: config.heartbeat,
             missed_heartbeats: config.missed_heartbeats,

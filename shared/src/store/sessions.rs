@@ -191,16 +191,18 @@ impl Store {
     /// that died between committing a session's end and writing its snapshot left a snapshot
     /// that no later change will replace (the session never changes again): every end is
     /// announced by the durable store at its commit, and one whose snapshot is still older a
-    /// moment later is read again. Runs as long as the process (the API starts it) and listens
-    /// again after a lost connection.
-    pub fn follow_endings(&self) {
+    /// moment later is read again. Returns once it listens (the API starts it before serving),
+    /// then runs as long as the process and listens again after a lost connection.
+    pub async fn follow_endings(&self) {
         if !self.hot.enabled() {
             return;
         }
+        let first = self.durable.endings().await;
         let store = self.clone();
         tokio::spawn(async move {
+            let mut listening = first;
             loop {
-                match store.durable.endings().await {
+                match listening {
                     Ok(Some(mut ended)) => {
                         while let Some((id, version)) = ended.next().await {
                             let store = store.clone();
@@ -213,6 +215,7 @@ impl Store {
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                listening = store.durable.endings().await;
             }
         });
     }
