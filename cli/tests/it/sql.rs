@@ -66,10 +66,12 @@ async fn exec(url: &str, sql: &str) {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        let sql = format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE); DROP ROLE IF EXISTS {}",
-            self.database, self.role
-        );
+        // Two statements sent apart: in one query string they would form a transaction block,
+        // which DROP DATABASE refuses (and the database was left behind).
+        let statements = [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
+            format!("DROP ROLE IF EXISTS {}", self.role),
+        ];
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -77,7 +79,9 @@ impl Drop for Target {
                 .unwrap();
             runtime.block_on(async move {
                 if let Ok(pool) = sqlx::PgPool::connect(&admin_database_url()).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    for sql in statements {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    }
                 }
             });
         })
