@@ -1,8 +1,7 @@
 //! The machine's CPU time over a measurement window, from `/proc/stat`: what every process on the
 //! machine spent (agentq, Postgres, Redis, the benchmark itself, the kernel for them), per unit
-//! of work. On a shared virtual machine the throughput of the same build moves by a third from
-//! one run to the next as neighbours come and go; the CPU a step costs moves far less, so it is
-//! the figure to compare two builds by.
+//! of work. Beside throughput it tells a costlier step from a machine that gave the benchmark
+//! less (the hypervisor's steal) or sat idle.
 
 /// CPU time counters of the whole machine, in clock ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,20 +57,12 @@ fn parse(stat: &str) -> Option<Sample> {
         .map(str::parse)
         .collect::<Result<_, _>>()
         .ok()?;
-    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
     if fields.len() < 4 {
         return None;
     }
-    let (user, nice, system, idle, iowait, irq, softirq, steal) = (
-        field(0),
-        field(1),
-        field(2),
-        field(3),
-        field(4),
-        field(5),
-        field(6),
-        field(7),
-    );
+    // Older kernels stop before steal: what is missing counts as none.
+    let [user, nice, system, idle, iowait, irq, softirq, steal]: [u64; 8] =
+        std::array::from_fn(|i| fields.get(i).copied().unwrap_or(0));
     let busy = user + nice + system + irq + softirq;
     Some(Sample {
         busy,
